@@ -120,7 +120,7 @@ class Genotype:
         version = data.get("scansearch_genotype")
         if version is None:
             raise _fail(where, "missing 'scansearch_genotype: 1' (the format version)")
-        if version != VERSION or isinstance(version, bool):
+        if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
             raise _fail(where, f"unsupported genotype version {version!r} (this scansearch reads {VERSION})")
         for key in ("model", "space"):
             if data.get(key) is not None and not isinstance(data[key], str):

@@ -1,0 +1,134 @@
+"""Genotypes: YAML round trips, presets, and one clear GenotypeError for every malformed file."""
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scansearch import Genotype, GenotypeError
+from scansearch.genotype import PRESETS_DIR
+
+BAD = sorted((Path(__file__).parent / "data" / "bad_genotypes").glob("*.yaml"))
+ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "localmamba_genotypes.yaml"
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), path
+    return first[len("# expect: "):]
+
+
+def test_corpus_is_large_enough():
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_malformed_file_gives_one_clear_error(path):
+    with pytest.raises(GenotypeError) as info:
+        Genotype.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert _expected(path) in message
+    assert "\n" not in message
+
+
+def test_round_trip_exact(tmp_path):
+    g = Genotype(
+        layers=(("h", "v_flip", "w7", "w7_flip"), "none", ("h_flip", "w2_flip", "w7", "v")),
+        model="local_vim_micro", space="local8_none", grid=(8, 8),
+        provenance={"searcher": "darts", "seed": 3, "score": 0.981, "nested": {"a": [1, 2]}},
+        alphas=tuple(tuple(float(i * 9 + j) / 7.0 for j in range(9)) for i in range(3)),
+    )
+    path = g.save(tmp_path / "sub" / "g.yaml")
+    assert Genotype.load(path) == g
+    assert Genotype.from_dict(g.to_dict()) == g
+    assert yaml.safe_load(path.read_text()) == g.to_dict()
+    assert not [p for p in path.parent.iterdir() if p.name != "g.yaml"]  # no temporary left behind
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "g.yaml"
+    target.write_text("previous contents\n")
+    g = Genotype(layers=(("h",),))
+
+    def broken(self):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Genotype, "to_yaml", broken)
+    with pytest.raises(RuntimeError):
+        g.save(target)
+    assert target.read_text() == "previous contents\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["g.yaml"]
+
+
+def test_presets_equal_localmamba_anchors():
+    anchors = yaml.safe_load(ANCHORS.read_text())
+    assert sorted(anchors) == Genotype.presets()
+    for name, anchor in anchors.items():
+        g = Genotype.preset(name)
+        assert g.space == "local8" and g.model == name
+        assert list(g.grid) == anchor["grid"]
+        assert [list(layer) for layer in g.layers] == anchor["layers"]
+    assert len(Genotype.preset("local_vim_tiny")) == 20
+    assert len(Genotype.preset("local_vmamba_tiny")) == 2 + 2 + 9 + 2
+    assert len(Genotype.preset("local_vmamba_small")) == 2 + 2 + 27 + 2
+
+
+def test_unknown_preset():
+    with pytest.raises(GenotypeError, match="unknown genotype preset 'nope'"):
+        Genotype.preset("nope")
+
+
+def test_none_layers_and_directions():
+    g = Genotype.from_dict({"scansearch_genotype": 1, "space": "local8_none",
+                            "layers": ["none", ["h", "v", "w2", "w7"]]})
+    assert g.layers[0] == "none"
+    assert g.directions == ((), ("h", "v", "w2", "w7"))
+
+
+def test_user_space_file(tmp_path):
+    space = tmp_path / "mine.yaml"
+    space.write_text("name: mine\ncandidates: [hilbert, spiral, diag]\nk: 2\n")
+    g = Genotype.from_dict({"scansearch_genotype": 1, "space": str(space), "layers": [["hilbert", "diag"]]})
+    assert g.load_space().candidates == ("hilbert", "spiral", "diag")
+    with pytest.raises(GenotypeError, match="layer 0: 1 directions, space 'mine' keeps k=2"):
+        Genotype.from_dict({"scansearch_genotype": 1, "space": str(space), "layers": [["diag"]]})
+
+
+def test_load_directory_and_binary(tmp_path):
+    with pytest.raises(GenotypeError, match="is a directory"):
+        Genotype.load(tmp_path)
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(GenotypeError, match="cannot read"):
+        Genotype.load(binary)
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True),
+                     st.sampled_from(["h", "v_flip", "w7", "none", "local8", "bidir2", "x", "", "w0"]))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(st.sampled_from(
+        ["scansearch_genotype", "layers", "space", "grid", "model", "alphas", "provenance", "other"]),
+        inner, max_size=6)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_values)
+def test_fuzz_structures_only_raise_genotype_error(data):
+    try:
+        g = Genotype.from_dict(data)
+    except GenotypeError as err:
+        assert str(err)
+    else:
+        assert Genotype.from_dict(g.to_dict()) == g
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("scansearch_genotype: 1\nlayers-[h,v]{}&*!|>'\"#%@`\t ?0.e")),
+               max_size=120))
+def test_fuzz_yaml_text_only_raises_genotype_error(text):
+    try:
+        Genotype.from_yaml(text, "fuzz.yaml")
+    except GenotypeError as err:
+        assert str(err).startswith("fuzz.yaml: ")
