@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
+from .fileio import atomic_write_text
 from .spaces import NONE, SearchSpace, SpaceError, is_pattern_name, load_space
 
 VERSION = 1
@@ -207,19 +207,7 @@ class Genotype:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a temporary file beside the target, then a rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_yaml())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, self.to_yaml())
 
     # -- views --------------------------------------------------------------------------------
     def load_space(self) -> SearchSpace | None:

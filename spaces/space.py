@@ -31,6 +31,13 @@ class SearchSpace:
     def allows_none(self) -> bool:
         return NONE in self.candidates
 
+    @property
+    def ref(self) -> str:
+        """How a genotype names this space: the shipped name, or the path of the user's file."""
+        if self.path is None or Path(self.path).resolve().parent == SPACES_DIR:
+            return self.name
+        return self.path
+
     def to_dict(self) -> dict:
         return {"name": self.name, "candidates": list(self.candidates), "k": self.k,
                 "description": self.description}

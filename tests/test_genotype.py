@@ -52,11 +52,11 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     target.write_text("previous contents\n")
     g = Genotype(layers=(("h",),))
 
-    def broken(self):
-        raise RuntimeError("disk full")
+    def broken(fd):
+        raise OSError("disk full")
 
-    monkeypatch.setattr(Genotype, "to_yaml", broken)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr("scansearch.fileio.os.fsync", broken)
+    with pytest.raises(OSError, match="disk full"):
         g.save(target)
     assert target.read_text() == "previous contents\n"
     assert [p.name for p in tmp_path.iterdir()] == ["g.yaml"]
