@@ -1,0 +1,97 @@
+"""The run folder: everything a search remembers (config, log, checkpoint, alpha history,
+plots, genotype), so that a run can be resumed, exported and read later."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import yaml
+
+from ..fileio import atomic_write_text
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked (exists already, missing, incomplete)."""
+
+
+class RunFolder:
+    CONFIG = "config.yaml"
+    LOG = "log.txt"
+    CHECKPOINT = "checkpoint.pt"
+    HISTORY = "alphas.json"
+    HEATMAP = "alphas.png"
+    GENOTYPE = "genotype.yaml"
+    SUMMARY = "summary.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def default_path(cls, root: str | Path = "runs", prefix: str = "search") -> Path:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{prefix}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{prefix}-{stamp}-{n}"
+        return path
+
+    @classmethod
+    def create(cls, path: str | Path) -> "RunFolder":
+        """A new run; refuses a folder that already holds a run (resume it instead)."""
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise RunError(f"{run.path}: exists and is not a folder")
+        if (run.path / cls.CONFIG).exists():
+            raise RunError(f"{run.path}: already holds a run; pass --resume to continue it, or another --out")
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunFolder":
+        """An existing run (for --resume and export)."""
+        run = cls(path)
+        if not (run.path / cls.CONFIG).is_file():
+            raise RunError(f"{run.path}: not a run folder (no {cls.CONFIG})")
+        return run
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- contents -----------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_text(self.file(self.CONFIG), yaml.safe_dump(config, sort_keys=False))
+
+    def read_config(self) -> dict:
+        try:
+            data = yaml.safe_load(self.file(self.CONFIG).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise RunError(f"{self.file(self.CONFIG)}: cannot read: {err}") from None
+        if not isinstance(data, dict):
+            raise RunError(f"{self.file(self.CONFIG)}: not a mapping")
+        return data
+
+    def log(self, message: str) -> None:
+        stamp = _dt.datetime.now().isoformat(timespec="seconds")
+        with open(self.file(self.LOG), "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+
+    def read_history(self) -> list[dict]:
+        path = self.file(self.HISTORY)
+        if not path.exists():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunError(f"{path}: cannot read: {err}") from None
+        return data.get("epochs", [])
+
+    def write_history(self, candidates, epochs: list[dict]) -> None:
+        """Per epoch: the softmax weights per layer and the epoch's metrics."""
+        atomic_write_text(self.file(self.HISTORY),
+                          json.dumps({"candidates": list(candidates), "epochs": epochs}, indent=1))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.file(self.SUMMARY), json.dumps(summary, indent=2))
