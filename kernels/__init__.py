@@ -1,4 +1,20 @@
-"""Selective scans: one direction (mamba's signature) and K directions merged in image order."""
+"""Selective scans: one direction (mamba's signature) and K directions merged in image order.
+
+Backends: ``reference`` (readable loops, the oracle), ``torch`` (vectorised CPU
+path with a hand-written backward), ``triton`` (fused CUDA kernels; CPU tensors
+under ``TRITON_INTERPRET=1``). See :func:`resolve_backend` for how one is chosen.
+"""
+from .api import multi_scan, selective_scan
+from .dispatch import BackendError, available_backends, backend_report, resolve_backend
 from .reference import multi_scan_ref, selective_scan_ref
 
-__all__ = ["multi_scan_ref", "selective_scan_ref"]
+__all__ = [
+    "BackendError",
+    "available_backends",
+    "backend_report",
+    "multi_scan",
+    "multi_scan_ref",
+    "resolve_backend",
+    "selective_scan",
+    "selective_scan_ref",
+]

@@ -12,7 +12,7 @@ import sys
 
 from .common import CLIError, user_errors
 
-COMMANDS = ["spaces", "genotype"]
+COMMANDS = ["spaces", "genotype", "derive", "search"]
 
 
 class _Parser(argparse.ArgumentParser):

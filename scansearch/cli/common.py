@@ -16,8 +16,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Every exception type that means 'bad input', not 'bug'."""
     from ..spaces import SpaceError
     from ..genotype import GenotypeError
+    from ..models import ModelError
 
-    errors: list[type[BaseException]] = [CLIError, SpaceError, GenotypeError, OSError]
+    from ..data import DataError
+    from ..train import TrainError
+
+    errors: list[type[BaseException]] = [CLIError, SpaceError, GenotypeError, ModelError, DataError, TrainError,
+                                         OSError]
     try:
         from ..kernels import BackendError
         errors.append(BackendError)

@@ -1,0 +1,18 @@
+"""Vision Mamba models built from genotypes: Vim, LocalVim, VMamba, LocalVMamba, MambaOut.
+
+``build_model(preset_or_genotype)`` returns a plain ``nn.Module`` carrying ``.genotype``
+and ``.config``; ``save_model``/``load_model`` store it as genotype, config and
+safetensors weights. Nothing here imports :mod:`scansearch.searchers`.
+"""
+from .base import ScanModel
+from .blocks import Block, GatedCNN
+from .build import FAMILIES, build_from_config, build_model
+from .errors import ModelError
+from .io import load_model, save_model
+from .mixer import SCAttn, ScanMixer
+from .presets import PRESETS, Preset, Published, get_preset, list_presets
+
+__all__ = [
+    "Block", "FAMILIES", "GatedCNN", "ModelError", "PRESETS", "Preset", "Published", "SCAttn", "ScanMixer",
+    "ScanModel", "build_from_config", "build_model", "get_preset", "list_presets", "load_model", "save_model",
+]

@@ -1,0 +1,114 @@
+"""Which backend runs a scan: explicit argument, else ``SCANSEARCH_BACKEND``, else by device.
+
+Defaults: ``triton`` for CUDA tensors, ``torch`` for CPU tensors. A backend that
+cannot run raises :class:`BackendError` with the reason; nothing ever falls back
+silently. The choice is logged once per (backend, device type) on the
+``scansearch.kernels`` logger.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+
+BACKENDS = ("reference", "torch", "triton")
+ENV_BACKEND = "SCANSEARCH_BACKEND"
+ENV_INTERPRET = "TRITON_INTERPRET"
+
+logger = logging.getLogger("scansearch.kernels")
+_logged: set[tuple[str, str]] = set()
+
+
+class BackendError(RuntimeError):
+    """A requested scan backend cannot run here (the message says why, in one line)."""
+
+
+def _interpret() -> bool:
+    return os.environ.get(ENV_INTERPRET, "") == "1"
+
+
+def _triton_version() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return None
+    try:
+        import triton
+    except Exception:  # a broken install is reported as missing, with its reason elsewhere
+        return None
+    return getattr(triton, "__version__", "unknown")
+
+
+def _triton_problem(device_type: str) -> str | None:
+    """Why the triton backend cannot run on ``device_type`` tensors (None if it can)."""
+    if _triton_version() is None:
+        return "triton is not installed (pip install triton)"
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        return None
+    if device_type == "cpu":
+        if not _interpret():
+            return (f"triton needs CUDA tensors; for CPU tensors set {ENV_INTERPRET}=1 "
+                    f"before the first scan (the Triton interpreter, slow, for testing)")
+        from . import triton_backend  # no triton import at module level
+
+        if triton_backend.compiled_without_interpreter():
+            return (f"{ENV_INTERPRET}=1 was set after the Triton kernels were compiled; "
+                    f"set it before importing scansearch.kernels' Triton kernels")
+        return None
+    return f"triton does not run on {device_type} tensors"
+
+
+def available_backends() -> dict[str, str]:
+    """Backend name -> "ok", or the reason it cannot run here (for the default device:
+    CUDA when available, else CPU)."""
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return {
+        "reference": "ok",
+        "torch": "ok",
+        "triton": _triton_problem(device_type) or "ok",
+    }
+
+
+def _requested(backend: str | None) -> str | None:
+    name = backend if backend is not None else os.environ.get(ENV_BACKEND) or None
+    if name is not None and name not in BACKENDS:
+        source = "backend argument" if backend is not None else f"{ENV_BACKEND}"
+        raise BackendError(f"unknown scan backend {name!r} (from {source}); valid: {', '.join(BACKENDS)}")
+    return name
+
+
+def default_backend(device_type: str) -> str:
+    """The backend chosen for tensors on ``device_type`` when nothing overrides it."""
+    return "triton" if device_type == "cuda" else "torch"
+
+
+def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
+    """The backend that will run a scan on ``tensor``'s device; raises BackendError if it cannot."""
+    device_type = tensor.device.type
+    name = _requested(backend) or default_backend(device_type)
+    if name == "triton":
+        problem = _triton_problem(device_type)
+        if problem is not None:
+            raise BackendError(f"scan backend 'triton' cannot run: {problem}")
+    if not torch.compiler.is_compiling() and (name, device_type) not in _logged:
+        _logged.add((name, device_type))
+        logger.info("selective scan backend %r for %s tensors", name, device_type)
+    return name
+
+
+def backend_report() -> dict:
+    """Everything ``scansearch doctor`` shows about the scan kernels."""
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "triton": _triton_version(),
+        "cuda_available": cuda,
+        "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "default_backend_cpu": default_backend("cpu"),
+        "default_backend_cuda": default_backend("cuda"),
+        "backends": available_backends(),
+        ENV_BACKEND: os.environ.get(ENV_BACKEND),
+        ENV_INTERPRET: os.environ.get(ENV_INTERPRET),
+    }

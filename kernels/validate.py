@@ -1,0 +1,107 @@
+"""Argument checks shared by every backend: one clear ValueError per mistake.
+
+Each message names the function, the argument, the expected shape with its
+symbols filled in, and what was given.
+"""
+from __future__ import annotations
+
+import torch
+
+_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _fmt(names: str, values: tuple) -> str:
+    return f"({names}) = {tuple(values)}"
+
+
+def _check(fn: str, name: str, t, names: str, expected: tuple, device: torch.device, optional=False):
+    if t is None:
+        if optional:
+            return
+        raise ValueError(f"{fn}: {name} is required, expected shape {_fmt(names, expected)}")
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOAT:
+        raise ValueError(f"{fn}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{fn}: {name} must have shape {_fmt(names, expected)}, got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{fn}: {name} is on {t.device} but u is on {device}; put every input on one device")
+
+
+def _check_u(fn: str, u, ndim: int, names: str):
+    if not isinstance(u, torch.Tensor):
+        raise ValueError(f"{fn}: u must be a torch.Tensor, got {type(u).__name__}")
+    if u.dim() != ndim:
+        raise ValueError(f"{fn}: u must have shape ({names}), got {tuple(u.shape)}")
+    if u.dtype not in _FLOAT:
+        raise ValueError(f"{fn}: u must be float16, bfloat16, float32 or float64, got {u.dtype}")
+    if u.shape[-1 if fn == "multi_scan" else 1] == 0 or u.shape[0] == 0:
+        raise ValueError(f"{fn}: u must not be empty, got shape {tuple(u.shape)}")
+
+
+def check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order: bool):
+    """Validate ``multi_scan`` inputs; returns (batch, L, K, dim, N)."""
+    fn = "multi_scan"
+    if not isinstance(A, torch.Tensor) or A.dim() != 3:
+        got = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
+        raise ValueError(f"{fn}: A must have shape (K, dim, N), got {got}")
+    K, dim, N = A.shape
+    if scan_order:
+        _check_u(fn, u, 4, "batch, L, K, dim")
+        batch, L = u.shape[:2]
+        _check(fn, "u", u, "batch, L, K, dim", (batch, L, K, dim), u.device)
+    else:
+        _check_u(fn, u, 3, "batch, L, dim")
+        batch, L = u.shape[:2]
+        _check(fn, "u", u, "batch, L, dim", (batch, L, dim), u.device)
+    if L == 0:
+        raise ValueError(f"{fn}: the sequence length L must be at least 1, got u of shape {tuple(u.shape)}")
+    dev = u.device
+    _check(fn, "A", A, "K, dim, N", (K, dim, N), dev)
+    _check(fn, "delta", delta, "batch, L, K, dim", (batch, L, K, dim), dev)
+    _check(fn, "B", B, "batch, L, K, N", (batch, L, K, N), dev)
+    _check(fn, "C", C, "batch, L, K, N", (batch, L, K, N), dev)
+    _check(fn, "D", D, "K, dim", (K, dim), dev, optional=True)
+    _check(fn, "delta_bias", delta_bias, "K, dim", (K, dim), dev, optional=True)
+    _check(fn, "weights", weights, "K", (K,), dev, optional=True)
+    _check(fn, "z", z, "batch, L, dim", (batch, L, dim), dev, optional=True)
+    if not isinstance(orders, torch.Tensor) or orders.dtype not in (torch.int32, torch.int64):
+        got = orders.dtype if isinstance(orders, torch.Tensor) else type(orders).__name__
+        raise ValueError(f"{fn}: orders must be an int64 (or int32) tensor of shape (K, L) = ({K}, {L}), got {got}")
+    if tuple(orders.shape) != (K, L):
+        raise ValueError(f"{fn}: orders must have shape (K, L) = ({K}, {L}), got {tuple(orders.shape)}")
+    if orders.device != dev:
+        raise ValueError(f"{fn}: orders is on {orders.device} but u is on {dev}; put every input on one device")
+    return batch, L, K, dim, N
+
+
+def check_selective_scan(u, delta, A, B, C, D, z, delta_bias):
+    """Validate ``selective_scan`` inputs; returns (batch, dim, L, N, groups_B, groups_C)."""
+    fn = "selective_scan"
+    _check_u(fn, u, 3, "batch, dim, L")
+    batch, dim, L = u.shape
+    if L == 0:
+        raise ValueError(f"{fn}: the sequence length L must be at least 1, got u of shape {tuple(u.shape)}")
+    dev = u.device
+    if not isinstance(A, torch.Tensor) or A.dim() != 2:
+        got = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
+        raise ValueError(f"{fn}: A must have shape (dim, N) with dim = {dim}, got {got}")
+    N = A.shape[1]
+    _check(fn, "A", A, "dim, N", (dim, N), dev)
+    _check(fn, "delta", delta, "batch, dim, L", (batch, dim, L), dev)
+    groups = []
+    for name, t in (("B", B), ("C", C)):
+        if isinstance(t, torch.Tensor) and t.dim() == 4:
+            g = t.shape[1]
+            if g == 0 or dim % g:
+                raise ValueError(f"{fn}: {name} has {g} groups, which must divide dim = {dim}")
+            _check(fn, name, t, "batch, groups, N, L", (batch, g, N, L), dev)
+        else:
+            g = 1
+            _check(fn, name, t, "batch, N, L", (batch, N, L), dev)
+        groups.append(g)
+    _check(fn, "D", D, "dim", (dim,), dev, optional=True)
+    _check(fn, "z", z, "batch, dim, L", (batch, dim, L), dev, optional=True)
+    _check(fn, "delta_bias", delta_bias, "dim", (dim,), dev, optional=True)
+    return batch, dim, L, N, groups[0], groups[1]

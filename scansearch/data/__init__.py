@@ -1,0 +1,56 @@
+"""Data for search and training: built-in ``digits`` and ``planted``, or an image folder.
+
+``load_data(spec)`` is the one entry point::
+
+    data = load_data("digits")                       # 8x8 grey handwritten digits, 10 classes
+    data = load_data("planted")                      # 16x16 2x2-motif task (see data/planted.py)
+    data = load_data("planted:grid=24,motifs_per_image=8")
+    data = load_data(PlantedConfig(grid=24))
+    data = load_data("~/data/CUB_200_2011", img_size=224)
+    for images, labels in data.train: ...            # (B, C, H, W) float, normalised; (B,) long
+
+Built-ins live in memory and are batched by slicing (``TensorLoader``); folders are
+decoded by worker processes (``FolderLoader``, see ``data/images.py``). Both have
+``set_epoch(epoch)``, which the training loop calls so that shuffling and augmentation
+depend on ``(seed, epoch)`` only.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .bundle import DataBundle, DataError, TensorLoader, stratified_split
+from .digits import load_digits
+from .folders import load_folder
+from .images import FolderLoader, default_workers
+from .planted import PlantedConfig, generate_planted, load_planted, planted_motifs, signal_multiset
+
+BUILTINS = ("digits", "planted")
+
+__all__ = [
+    "BUILTINS", "DataBundle", "DataError", "FolderLoader", "PlantedConfig", "TensorLoader", "default_workers",
+    "generate_planted", "load_data", "load_digits", "load_folder", "load_planted", "planted_motifs",
+    "signal_multiset", "stratified_split",
+]
+
+
+def load_data(spec: str | os.PathLike | PlantedConfig, *, img_size: int | None = None, in_chans: int | None = None,
+              batch_size: int = 64, seed: int = 0, workers: int | None = None, augment: bool = True) -> DataBundle:
+    """Load a data set by name, planted config or folder path; see the module docstring.
+
+    ``seed`` fixes the splits, the shuffling and the augmentation. ``workers`` applies
+    to folders only (built-ins need none); ``augment=False`` turns off training
+    augmentation. Raises ``DataError`` with one line for anything that cannot be used.
+    """
+    if isinstance(spec, PlantedConfig):
+        return load_planted(spec, img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed)
+    if isinstance(spec, str) and spec.strip() == "digits":
+        return load_digits(img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed, augment=augment)
+    if isinstance(spec, str) and spec.strip().partition(":")[0] == "planted":
+        config = PlantedConfig.from_spec(spec.strip())
+        return load_planted(config, img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"no such data set or folder: {str(spec)!r} (built-in: {', '.join(BUILTINS)})")
+    return load_folder(path, img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed,
+                       workers=workers, augment=augment)

@@ -1,0 +1,515 @@
+"""One training loop for searches and for ``scansearch train``.
+
+``fit(model, data, config)`` trains with AdamW, a per-step cosine schedule after a
+linear warm-up, label smoothing, gradient clipping, an optional EMA of the weights and
+mixed precision on a GPU (``amp="auto"``: bf16 where supported, else fp16 with a grad
+scaler; full precision on the CPU). It evaluates on ``data.val`` after every epoch and,
+given ``out_dir``, writes ``checkpoint.pt`` and ``history.json`` there after every epoch
+(atomically); ``resume=True`` continues from the checkpoint and gives the same weights
+as a run that was never interrupted (the data loaders are replayed from ``(seed, epoch)``,
+the RNG states are restored).
+
+Extending the loop (the DARTS searcher does):
+
+* ``step_fn(ctx, batch) -> dict`` replaces the default weight step. ``ctx`` is the
+  ``FitContext`` (model, optimizer, scheduler, epoch, step, ...); ``ctx.backward_step(loss)``
+  does zero-grad, backward (scaled under fp16), clipping and the optimizer step. Return
+  ``{"loss": tensor, "correct": tensor, "count": int}`` (the last two optional). The loop
+  still steps the scheduler and the EMA, logs, evaluates and checkpoints.
+* ``hooks``: objects with any of ``on_fit_start(ctx)``, ``on_epoch_start(ctx)``,
+  ``on_step_end(ctx, out)``, ``on_epoch_end(ctx, record)`` (``record`` is the epoch's
+  history entry, a hook may add keys), ``state_dict()`` / ``load_state_dict(state)`` (kept
+  in the checkpoint). Setting ``ctx.should_stop = True`` ends training after the epoch;
+  an exception (e.g. a pruned Optuna trial) ends it at once.
+* ``param_filter(name, param) -> bool`` limits what the built-in AdamW trains (leave the
+  architecture parameters to another optimizer), or pass ``optimizer=`` to bring one.
+
+The building blocks are public for searchers: ``seed_everything``, ``build_optimizer``,
+``build_scheduler``, ``ModelEMA``, ``save_checkpoint``, ``load_checkpoint``, ``evaluate``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from .fileio import atomic_path, atomic_write_text
+
+CHECKPOINT_NAME, HISTORY_NAME = "checkpoint.pt", "history.json"
+CHECKPOINT_FORMAT = "scansearch-checkpoint-1"
+# Settings that may change between a run and its resumption (the machine may differ).
+RESUMABLE_CHANGES = frozenset({"device", "log_every", "amp"})
+
+
+class TrainError(ValueError):
+    """A training setup that cannot work; one line saying what and where."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Plain values only: it is stored in checkpoints."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
+    ema: float | None = None             # EMA decay, e.g. 0.999; None: no EMA
+    amp: str = "auto"                    # auto | bf16 | fp16 | off
+    seed: int = 0
+    device: str = "auto"                 # auto | cpu | cuda | cuda:1 ...
+    log_every: int = 20                  # steps between progress-bar refreshes
+    max_steps_per_epoch: int | None = None  # cut epochs short (quick trials)
+
+    def validate(self) -> None:
+        checks = [(self.epochs >= 1, "epochs must be at least 1"), (self.lr > 0, "lr must be positive"),
+                  (0 <= self.min_lr <= self.lr, "min_lr must lie in [0, lr]"),
+                  (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
+                  (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
+                  (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive or None"),
+                  (self.ema is None or 0 < self.ema < 1, "ema must lie in (0, 1) or be None"),
+                  (self.amp in ("auto", "bf16", "fp16", "off"), "amp must be auto, bf16, fp16 or off"),
+                  (self.log_every >= 1, "log_every must be at least 1"),
+                  (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+                   "max_steps_per_epoch must be at least 1 or None")]
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(f"train config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainError(f"train config: unknown settings {unknown}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (when installed) and torch on every device."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+        np.random.seed(seed % 2**32)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"device {spec!r} asked for, but CUDA is not available")
+    return device
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise TrainError("amp=fp16 needs a CUDA device; use bf16 or off on the CPU")
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig,
+                    param_filter: Callable[[str, nn.Parameter], bool] | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters ``param_filter`` keeps (all by default).
+
+    Biases, norm weights and other 1-D parameters, parameters flagged
+    ``_no_weight_decay`` (mamba's ``A_log`` and ``D``) and names listed by
+    ``model.no_weight_decay()`` (timm's convention) get no weight decay.
+    """
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad or (param_filter is not None and not param_filter(name, param)):
+            continue
+        exempt = param.ndim <= 1 or getattr(param, "_no_weight_decay", False) or name in skip
+        (no_decay if exempt else decay).append(param)
+    if not decay and not no_decay:
+        raise TrainError("the model has no trainable parameters (after param_filter)")
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas)
+
+
+class WarmupCosine:
+    """LR factor at step s: linear warm-up to 1 over ``warmup_steps``, then cosine to ``min_ratio``.
+
+    A class rather than a closure so that ``LambdaLR`` can save and restore it.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
+        self.total_steps, self.warmup_steps, self.min_ratio = total_steps, min(warmup_steps, total_steps), min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        decay_steps = max(1, self.total_steps - self.warmup_steps - 1)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                    min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warm-up + cosine; call ``step()`` after every optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_ratio))
+
+
+class ModelEMA:
+    """An exponential moving average of a model's weights (and float buffers).
+
+    ``ema = decay * ema + (1 - decay) * weights`` after each step. With ``warmup`` the
+    decay starts low, ``min(decay, (1 + n) / (10 + n))`` after n updates, so that short
+    runs are not dominated by the random initialisation.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup, self.updates = decay, warmup, 0
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
+        self.updates += 1
+        for ema_value, value in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if ema_value.dtype.is_floating_point:
+                ema_value.lerp_(value.detach(), 1.0 - decay)
+            else:
+                ema_value.copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(),
+                             "python": [version, torch.tensor(internal, dtype=torch.int64), gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    with contextlib.suppress(ImportError):
+        import numpy as np
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        with contextlib.suppress(ImportError):
+            import numpy as np
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a partial file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by ``save_checkpoint``, loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise TrainError(f"{path}: not a readable checkpoint ({reason})") from None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device | str | None = None,
+             *, amp: str = "auto") -> dict[str, Any]:
+    """Top-1 (and top-5 when there are more than 5 classes) accuracy, mean cross-entropy and
+    per-class accuracy (None for a class with no samples) of ``model`` on ``loader``."""
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    dtype = autocast_dtype(amp, device)
+    was_training = model.training
+    model.eval()
+    loss_sum, top5 = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device)
+    hits = torch.zeros(num_classes, device=device)
+    counts = torch.zeros(num_classes, device=device)
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        hits.index_add_(0, labels, (logits.argmax(1) == labels).float())
+        counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float))
+        if num_classes > 5:
+            top5 += (logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum()
+    model.train(was_training)
+    total = counts.sum().item()
+    if total == 0:
+        raise TrainError("evaluate: the loader yielded no samples")
+    result = {"top1": hits.sum().item() / total, "loss": loss_sum.item() / total, "count": int(total),
+              "per_class": [h / c if c else None for h, c in zip(hits.tolist(), counts.tolist())]}
+    if num_classes > 5:
+        result["top5"] = top5.item() / total
+    return result
+
+
+@dataclass
+class FitContext:
+    """The state of a ``fit`` call, handed to hooks and to ``step_fn``."""
+
+    model: nn.Module
+    data: Any
+    config: TrainConfig
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: ModelEMA | None
+    scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
+    loss_fn: nn.Module
+    steps_per_epoch: int
+    epoch: int = 0                       # 0-based index of the running epoch; epochs done in on_epoch_end
+    step: int = 0                        # optimizer steps so far
+    history: list[dict[str, Any]] = field(default_factory=list)
+    should_stop: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def backward_step(self, loss: torch.Tensor, parameters: Iterable[torch.Tensor] | None = None,
+                      optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero-grad, backward, clip to ``config.grad_clip`` and step (``self.optimizer`` by default)."""
+        optimizer = optimizer or self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        if self.config.grad_clip is not None:
+            params = parameters if parameters is not None else [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+
+def default_step(ctx: FitContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """Forward, loss, ``backward_step``: the weight update of ordinary training."""
+    images, labels = batch
+    with ctx.autocast():
+        logits = ctx.model(images)
+        loss = ctx.loss_fn(logits.float(), labels)
+    ctx.backward_step(loss)
+    return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "count": len(labels)}
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns: the trained model (and its EMA), the per-epoch history, the last
+    validation metrics, the best epoch by validation top-1 and where the checkpoint is."""
+
+    model: nn.Module
+    ema_model: nn.Module | None
+    history: list[dict[str, Any]]
+    val: dict[str, Any]
+    best_epoch: int
+    best_val_top1: float
+    seconds: float
+    checkpoint: Path | None
+
+
+def _call_hooks(hooks: Iterable[Any], name: str, *args: Any) -> None:
+    for hook in hooks:
+        method = getattr(hook, name, None)
+        if method is not None:
+            method(*args)
+
+
+def _checkpoint_state(ctx: FitContext, hooks: list[Any]) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT, "epoch": ctx.epoch, "step": ctx.step, "config": ctx.config.to_dict(),
+        "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
+        "scheduler": ctx.scheduler.state_dict(), "ema": ctx.ema.state_dict() if ctx.ema else None,
+        "scaler": ctx.scaler.state_dict() if ctx.scaler else None, "rng": rng_state(),
+        "history": ctx.history, "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in hooks],
+    }
+
+
+def _restore(ctx: FitContext, path: Path, hooks: list[Any]) -> None:
+    """Load ``path`` into the context; the checkpoint must come from the same settings."""
+    state = load_checkpoint(path, map_location=ctx.device)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{path}: not a scansearch training checkpoint")
+    saved, current = state["config"], ctx.config.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        k = changed[0]
+        raise TrainError(f"{path}: written with {k}={saved.get(k)!r}, but the config says {k}={current[k]!r}")
+    try:
+        ctx.model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise TrainError(f"{path}: does not fit the model ({str(exc).splitlines()[0]})") from None
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.scheduler.load_state_dict(state["scheduler"])
+    if ctx.ema is not None and state["ema"] is not None:
+        ctx.ema.load_state_dict(state["ema"])
+    if ctx.scaler is not None and state["scaler"] is not None:
+        ctx.scaler.load_state_dict(state["scaler"])
+    for hook, hook_state in zip(hooks, state["hooks"]):
+        if hook_state is not None and hasattr(hook, "load_state_dict"):
+            hook.load_state_dict(hook_state)
+    ctx.epoch, ctx.step, ctx.history = state["epoch"], state["step"], list(state["history"])
+    set_rng_state(state["rng"])
+
+
+def _train_epoch(ctx: FitContext, step_fn: Callable, hooks: list[Any], bar: Progress, task: Any) -> dict[str, float]:
+    loader = ctx.data.train
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(ctx.epoch)
+    ctx.model.train()
+    _call_hooks(hooks, "on_epoch_start", ctx)
+    # sums stay on the device: reading them forces a sync, so only every log_every steps
+    loss_sum, correct = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
+    count, started = 0, time.perf_counter()
+    bar.reset(task, total=ctx.steps_per_epoch, description=f"epoch {ctx.epoch + 1}/{ctx.config.epochs}")
+    for index, batch in enumerate(loader):
+        if index >= ctx.steps_per_epoch:
+            break
+        batch = tuple(t.to(ctx.device, non_blocking=True) for t in batch)
+        out = step_fn(ctx, batch)
+        ctx.scheduler.step()
+        ctx.step += 1
+        if ctx.ema is not None:
+            ctx.ema.update(ctx.model)
+        n = int(out.get("count", len(batch[-1])))
+        loss_sum += out["loss"].detach().float() * n
+        correct += out.get("correct", 0)
+        count += n
+        _call_hooks(hooks, "on_step_end", ctx, out)
+        bar.advance(task)
+        if bar.live.is_started and (index + 1) % ctx.config.log_every == 0:
+            rate = count / (time.perf_counter() - started)
+            info = f"loss {loss_sum.item() / count:.3f}  acc {correct.item() / count:.1%}  {rate:,.0f} img/s"
+            bar.update(task, info=info)
+    seconds = time.perf_counter() - started
+    if count == 0:
+        raise TrainError("the training loader yielded no batches")
+    train_loss = loss_sum.item() / count
+    if not math.isfinite(train_loss):
+        raise TrainError(f"training diverged: the loss is {train_loss} in epoch {ctx.epoch + 1}; "
+                         f"lower lr or use grad_clip")
+    return {"train_loss": train_loss, "train_acc": correct.item() / count, "img_per_s": count / seconds,
+            "lr": ctx.optimizer.param_groups[0]["lr"], "seconds": seconds}
+
+
+def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None,
+        resume: bool = False, hooks: Iterable[Any] = (), progress: bool = True, *,
+        step_fn: Callable[[FitContext, Any], dict] | None = None, optimizer: torch.optim.Optimizer | None = None,
+        param_filter: Callable[[str, nn.Parameter], bool] | None = None) -> TrainResult:
+    """Train ``model`` on ``data`` (a DataBundle) following ``config``; see the module docstring.
+
+    Seeds every RNG from ``config.seed`` first (build the model before, under your own
+    seed). Returns the model as trained after the last epoch, not the best epoch's.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    hooks = list(hooks)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model.to(device)
+    steps_per_epoch = min(len(data.train), config.max_steps_per_epoch or len(data.train))
+    if steps_per_epoch == 0:
+        raise TrainError(f"data {getattr(data, 'name', '')!r}: the training split is empty")
+    optimizer = optimizer or build_optimizer(model, config, param_filter)
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, total, warmup, config.min_lr / config.lr)
+    amp_dtype = autocast_dtype(config.amp, device)
+    ctx = FitContext(model=model, data=data, config=config, device=device, optimizer=optimizer, scheduler=scheduler,
+                     ema=ModelEMA(model, config.ema) if config.ema else None,
+                     scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
+                     amp_dtype=amp_dtype, loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+                     steps_per_epoch=steps_per_epoch)
+    out = Path(out_dir) if out_dir is not None else None
+    checkpoint = out / CHECKPOINT_NAME if out is not None else None
+    if resume:
+        if checkpoint is None:
+            raise TrainError("resume=True needs out_dir, the folder that holds checkpoint.pt")
+        _restore(ctx, checkpoint, hooks)
+    _call_hooks(hooks, "on_fit_start", ctx)
+    console = Console(stderr=True, quiet=not progress)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), console=console, disable=not (progress and console.is_terminal))
+    started = time.perf_counter()
+    with bar:
+        task = bar.add_task("train", total=steps_per_epoch, info="")
+        while ctx.epoch < config.epochs and not ctx.should_stop:
+            record = {"epoch": ctx.epoch + 1, **_train_epoch(ctx, step_fn or default_step, hooks, bar, task)}
+            record.update({f"val_{k}": v for k, v in evaluate(model, data.val, data.num_classes, device,
+                                                                amp=config.amp).items()})
+            if ctx.ema is not None:
+                ema_val = evaluate(ctx.ema.module, data.val, data.num_classes, device, amp=config.amp)
+                record.update({f"val_ema_{k}": v for k, v in ema_val.items() if k != "per_class"})
+            ctx.epoch += 1
+            _call_hooks(hooks, "on_epoch_end", ctx, record)
+            ctx.history.append(record)
+            if out is not None:
+                save_checkpoint(checkpoint, _checkpoint_state(ctx, hooks))
+                atomic_write_text(out / HISTORY_NAME, json.dumps(ctx.history, indent=1))
+            console.print(f"epoch {record['epoch']}/{config.epochs}  loss {record['train_loss']:.4f}  "
+                          f"train {record['train_acc']:.1%}  val {record['val_top1']:.1%}  "
+                          f"{record['img_per_s']:,.0f} img/s", highlight=False)
+    if not ctx.history:
+        raise TrainError("no epoch was trained")
+    best = max(ctx.history, key=lambda r: r["val_top1"])
+    last = {k[4:]: v for k, v in ctx.history[-1].items() if k.startswith("val_") and not k.startswith("val_ema_")}
+    return TrainResult(model=model, ema_model=ctx.ema.module if ctx.ema else None, history=ctx.history, val=last,
+                       best_epoch=best["epoch"], best_val_top1=best["val_top1"],
+                       seconds=time.perf_counter() - started, checkpoint=checkpoint)

@@ -1,0 +1,148 @@
+"""save_model / load_model: genotype, config and safetensors weights; clear errors, no pickle."""
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from scansearch.models import ModelError, build_model, load_model, save_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("local_vim_micro", num_classes=10, in_chans=1)
+    save_model(model, tmp_path / "model")
+    return model, tmp_path / "model"
+
+
+def test_round_trip(saved, tmp_path):
+    model, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "genotype.yaml", "weights.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
+    loaded = load_model(folder)
+    images = torch.randn(2, 1, 8, 8)
+    assert torch.equal(loaded(images), model(images))
+    assert loaded.config == model.config and loaded.genotype.layers == model.genotype.layers
+    assert yaml.safe_load((folder / "config.yaml").read_text())["family"] == "local_vim"
+
+
+@pytest.mark.parametrize("name", ["vim_micro", "vmamba_micro", "local_vmamba_micro", "mambaout_micro"])
+def test_round_trip_every_family(name, tmp_path):
+    model = build_model(name, num_classes=3)
+    loaded = load_model(save_model(model, tmp_path / name))
+    images = torch.randn(1, 3, *model.cfg.image_hw)
+    assert torch.equal(loaded(images), model(images))
+
+
+def test_saving_into_an_existing_folder_replaces_only_our_files(saved):
+    _, folder = saved
+    (folder / "notes.txt").write_text("keep me")
+    other = build_model("local_vim_micro", num_classes=10, in_chans=1)
+    save_model(other, folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
+    images = torch.randn(1, 1, 8, 8)
+    assert torch.equal(load_model(folder)(images), other(images))
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_load_in_a_process_without_searchers(saved):
+    _, folder = saved
+    code = ("import sys, torch\n"
+            "from scansearch.models import load_model\n"
+            f"model = load_model({str(folder)!r})\n"
+            "assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)\n"
+            "assert 'scansearch.searchers' not in sys.modules, sorted(m for m in sys.modules if 'search' in m)\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def _load_error(folder) -> str:
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_truncated_weights(saved):
+    _, folder = saved
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert "corrupt or truncated weights file" in _load_error(folder)
+
+
+def test_garbage_and_pickled_weights_are_refused(saved, tmp_path):
+    _, folder = saved
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(os.urandom(64))
+    assert "corrupt or truncated" in _load_error(folder)
+    marker = tmp_path / "unpickled"
+
+    class Payload:  # would create the marker file if anything unpickled it
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    weights.write_bytes(pickle.dumps({"x": Payload()}))
+    assert "corrupt or truncated" in _load_error(folder)
+    assert not marker.exists()
+
+
+def test_weights_of_another_model(saved, tmp_path):
+    _, folder = saved
+    save_model(build_model("vim_micro", num_classes=10, in_chans=1), tmp_path / "other")
+    os.replace(tmp_path / "other" / "weights.safetensors", folder / "weights.safetensors")
+    assert "weights do not match the config" in _load_error(folder)
+
+
+def test_weights_with_a_wrong_shape(saved, tmp_path):
+    _, folder = saved
+    save_model(build_model("local_vim_micro", num_classes=7, in_chans=1), tmp_path / "other")
+    os.replace(tmp_path / "other" / "weights.safetensors", folder / "weights.safetensors")
+    assert "head.weight has shape (7, 32), the model expects (10, 32)" in _load_error(folder)
+
+
+def test_bad_folders_and_configs(saved, tmp_path):
+    _, folder = saved
+    assert "not a model directory" in _load_error(tmp_path / "nowhere")
+    config = folder / "config.yaml"
+    config.write_text(config.read_text() + "wings: 2\n")
+    assert "unknown field(s) wings" in _load_error(folder)
+    config.write_text("family: resnet\n")
+    assert "unknown model family 'resnet'" in _load_error(folder)
+    config.write_text("family: [unclosed\n")
+    assert "cannot read" in _load_error(folder)
+    (folder / "genotype.yaml").unlink()
+    assert "missing genotype.yaml" in _load_error(folder)
+
+
+def test_a_genotype_that_would_not_load_is_refused_at_save(tmp_path):
+    from scansearch import Genotype
+
+    model = build_model(Genotype(layers=(("h", "v"),) * 4, model="local_vim_micro", space="local8"))
+    with pytest.raises(ModelError, match="2 directions, space 'local8' keeps k=4"):
+        save_model(model, tmp_path / "m")
+    assert not list(tmp_path.iterdir())
+
+
+def test_only_built_models_can_be_saved(tmp_path):
+    with pytest.raises(ModelError, match="needs a model made by build_model"):
+        save_model(torch.nn.Linear(2, 2), tmp_path / "x")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ModelError, match="not a directory"):
+        save_model(build_model("vim_micro"), tmp_path / "file")
