@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
+from ..fileio import atomic_path
 from ..genotype import Genotype
 from ..spaces import NONE
 
@@ -42,8 +43,7 @@ def plot_heatmap(weights: torch.Tensor, candidates, path: str | Path, title: str
     ax.set_title(title or "architecture weights softmax(alpha)")
     fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..spaces import (NONE, PatternError, SpaceError, best_subset, get_pattern, is_pattern_name, load_space,
                       pattern_locality, set_locality, shipped_spaces)
+from ..fileio import atomic_path
 from .common import CLIError, console, parse_grid
 
 
@@ -97,10 +98,9 @@ def plot_paths(names, H: int, W: int, out: str) -> Path:
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=10)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 
