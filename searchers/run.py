@@ -93,5 +93,21 @@ class RunFolder:
         atomic_write_text(self.file(self.HISTORY),
                           json.dumps({"candidates": list(candidates), "epochs": epochs}, indent=1))
 
+    def write_genotype(self, genotype) -> None:
+        genotype.save(self.file(self.GENOTYPE))
+
+    def read_genotype(self):
+        """The run's genotype; RunError when the search has not finished."""
+        from ..genotype import Genotype, GenotypeError
+
+        path = self.file(self.GENOTYPE)
+        if not path.is_file():
+            raise RunError(f"{self.path}: the search has not written {self.GENOTYPE} yet (still running, or "
+                           f"stopped early: resume it with --resume)")
+        try:
+            return Genotype.load(path)
+        except GenotypeError as err:
+            raise RunError(str(err)) from None
+
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.file(self.SUMMARY), json.dumps(summary, indent=2))

@@ -12,7 +12,7 @@ import sys
 
 from .common import CLIError, user_errors
 
-COMMANDS = ["spaces", "genotype", "derive", "search"]
+COMMANDS = ["spaces", "genotype", "derive", "search", "export", "train", "bench", "doctor"]
 
 
 class _Parser(argparse.ArgumentParser):

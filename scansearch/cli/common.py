@@ -21,8 +21,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..data import DataError
     from ..train import TrainError
 
+    from ..searchers.run import RunError
+
     errors: list[type[BaseException]] = [CLIError, SpaceError, GenotypeError, ModelError, DataError, TrainError,
-                                         OSError]
+                                         RunError, OSError]
     try:
         from ..kernels import BackendError
         errors.append(BackendError)
@@ -38,3 +40,20 @@ def parse_grid(text: str) -> tuple[int, int]:
         raise CLIError(f"--grid: expected HxW with positive integers (e.g. 14x14), got {text!r}")
     h = int(m.group(1))
     return h, int(m.group(2)) if m.group(2) is not None else h
+
+
+def parse_overrides(items) -> dict:
+    """``["dim=16", "drop_path_rate=0.1"]`` -> ``{"dim": 16, "drop_path_rate": 0.1}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CLIError(f"--set: expected FIELD=VALUE (e.g. dim=16), got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CLIError(f"--set {key}: cannot read the value {value!r}") from None
+    return out

@@ -1,16 +1,176 @@
-"""`scansearch search`: the DARTS searcher is not built yet; this says so instead of pretending."""
+"""`scansearch search`: a DARTS search over a space's scan directions into a run folder.
+
+Everything is checked (space, model, data, options) before the run folder is created,
+so a mistake leaves nothing behind. ``--resume`` continues a run from its checkpoint
+with the settings stored in its ``config.yaml``.
+"""
 from __future__ import annotations
 
-import sys
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import CLIError, console, parse_overrides
+
+SEARCHERS = ("darts",)
+RUN_FORMAT = 1
+# Defaults that fit a micro supernet on a 2-core CPU within minutes.
+DEFAULTS: dict[str, Any] = {
+    "space": "local8", "model": "local_vim_micro", "data": "digits", "searcher": "darts",
+    "epochs": 6, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.01, "seed": 0, "img_size": None,
+    "mode": "bilevel", "order": 1, "arch_lr": 3e-2, "beta_decay": 0.0, "warmup_epochs": 0,
+    "gumbel_k": None, "k": None, "set": [],
+}
+SETTINGS = tuple(DEFAULTS)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("search", help="search per-layer scan directions (not available yet)")
-    p.add_argument("--space", default="local8")
+    p = sub.add_parser("search", help="search per-layer scan directions with a DARTS supernet",
+                       description="Train a DARTS supernet over a space's directions and write the genotype.")
+    p.add_argument("--space", help="search space: a shipped name (see `scansearch spaces`) or a YAML file "
+                                   "(default local8)")
+    p.add_argument("--model", help="model preset the supernet is built from (default local_vim_micro)")
+    p.add_argument("--data", help="digits | planted[:key=value,...] | PATH to an ImageFolder or CUB folder "
+                                  "(default digits)")
+    p.add_argument("--searcher", choices=SEARCHERS, help="search strategy (default darts)")
+    p.add_argument("--epochs", type=int, help=f"supernet training epochs (default {DEFAULTS['epochs']})")
+    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, help="weight learning rate (default 1e-2)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay of the weights (default 0.01)")
+    p.add_argument("--seed", type=int, help="seed of the data split, initialisation and sampling (default 0)")
+    p.add_argument("--img-size", type=int, help="image size (default: the data's own, or the preset's for folders)")
+    p.add_argument("--mode", choices=("bilevel", "single"), help="bilevel (alphas on val, default) or "
+                                                                  "LocalMamba's single-level joint training")
+    p.add_argument("--order", type=int, choices=(1, 2), help="bilevel gradient: 1 first order (default), "
+                                                            "2 unrolled second order")
+    p.add_argument("--arch-lr", type=float, help="Adam learning rate of the alphas (default 3e-2)")
+    p.add_argument("--beta-decay", type=float, help="beta-DARTS regularisation weight against collapse "
+                                                    "(default 0: off; 0.5-5 typical)")
+    p.add_argument("--warmup-epochs", type=int, help="epochs of weight training before the alphas move (default 0)")
+    p.add_argument("--gumbel-k", type=int, help="sample this many candidates per layer and step "
+                                                "(Gumbel top-k; saves memory and time)")
+    p.add_argument("--k", type=int, help="directions kept per layer (default: the space's k)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a model config field of the supernet, e.g. --set dim=16 (repeatable)")
+    p.add_argument("--out", help="run folder (default runs/search-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=run)
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) not in (None, [])}
+
+
+def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
+    """The run's settings: the stored ones on --resume (nothing else may be given), else defaults + options."""
+    from ..searchers.run import RunFolder
+
+    given = _given(args)
+    if not args.resume:
+        return {**DEFAULTS, **given}
+    if run_dir is None:
+        raise CLIError("--resume needs --out RUN_DIR, the run to continue")
+    config = RunFolder.open(run_dir).read_config()
+    stored = config.get("settings")
+    if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict):
+        raise CLIError(f"{run_dir / RunFolder.CONFIG}: not a scansearch search run")
+    changed = [k for k, v in given.items() if stored.get(k) != v]
+    if changed:
+        k = changed[0]
+        raise CLIError(f"--{k.replace('_', '-')}: {run_dir} was started with {stored.get(k)!r}; "
+                       f"--resume keeps the stored settings (drop the option)")
+    return {**DEFAULTS, **stored}
+
+
+def _check(settings: dict[str, Any]) -> None:
+    for name in ("epochs", "batch_size"):
+        if settings[name] < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
+    for name in ("lr", "arch_lr"):
+        if not settings[name] > 0:
+            raise CLIError(f"--{name.replace('_', '-')} must be positive, got {settings[name]}")
+    if settings["img_size"] is not None and settings["img_size"] < 1:
+        raise CLIError(f"--img-size must be at least 1, got {settings['img_size']}")
+    if settings["warmup_epochs"] < 0 or settings["warmup_epochs"] >= settings["epochs"]:
+        raise CLIError(f"--warmup-epochs must be in [0, epochs={settings['epochs']}), got {settings['warmup_epochs']}")
+
+
+def prepare(settings: dict[str, Any], device: str):
+    """Space, data, supernet and configs from the settings; raises a user error for anything wrong."""
+    from ..data import load_data
+    from ..models import get_preset
+    from ..searchers.darts import DartsConfig, kept_space
+    from ..searchers.supernet import Supernet
+    from ..spaces import load_space
+    from ..train import TrainConfig
+
+    import torch
+
+    _check(settings)
+    space = load_space(settings["space"])
+    preset = get_preset(settings["model"])
+    overrides = parse_overrides(settings["set"])
+    kept_space(space, settings["k"])
+    builtin = str(settings["data"]).partition(":")[0] in ("digits", "planted")
+    img_size = settings["img_size"]
+    if img_size is None and not builtin:
+        size = preset.config.get("img_size", 224)
+        img_size = size if isinstance(size, int) else size[0]
+    data = load_data(settings["data"], img_size=img_size, batch_size=settings["batch_size"], seed=settings["seed"])
+    torch.manual_seed(settings["seed"])
+    supernet = Supernet(preset.name, space, num_classes=data.num_classes, img_size=data.img_size,
+                        in_chans=data.in_chans, gumbel_k=settings["gumbel_k"], **overrides)
+    train_config = TrainConfig(epochs=settings["epochs"], lr=settings["lr"], weight_decay=settings["weight_decay"],
+                               warmup_epochs=min(1.0, settings["epochs"] / 4), seed=settings["seed"], device=device)
+    train_config.validate()
+    darts_config = DartsConfig(mode=settings["mode"], order=settings["order"], arch_lr=settings["arch_lr"],
+                               beta_decay=settings["beta_decay"], warmup_epochs=settings["warmup_epochs"],
+                               gumbel_k=settings["gumbel_k"], k=settings["k"])
+    darts_config.validate(settings["epochs"])
+    return space, data, supernet, train_config, darts_config
+
+
 def run(args) -> int:
-    sys.stderr.write("scansearch: search is not available yet: the DARTS searcher (supernet, training "
-                     "loop wiring) is still to be built; spaces, genotypes, kernels and models work today\n")
-    return 1
+    from ..searchers.darts import search
+    from ..searchers.report import plot_heatmap, weights_table
+    from ..searchers.run import RunFolder
+
+    run_dir = Path(args.out) if args.out else None
+    settings = _settings(args, run_dir)
+    space, data, supernet, train_config, darts_config = prepare(settings, args.device)
+    if args.resume:
+        folder = RunFolder.open(run_dir)
+    else:
+        folder = RunFolder.create(run_dir or RunFolder.default_path())
+        folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"],
+                             "settings": settings, "data": data.describe(),
+                             "train": train_config.to_dict(), "darts": darts_config.to_dict()})
+    folder.log(("resumed" if args.resume else "started") + f": {settings['searcher']} on {space.name}, "
+               f"{settings['model']}, data {settings['data']}")
+    if not args.quiet:
+        console.print(f"searching [bold]{space.name}[/] ({len(space.candidates)} candidates, keep "
+                      f"{settings['k'] or space.k}) on {settings['model']} with {settings['data']}: "
+                      f"{supernet.num_layers} layers, {settings['epochs']} epochs -> {folder.path}", highlight=False)
+    provenance = {"data": str(settings["data"])}
+    if settings["set"]:
+        provenance["model_overrides"] = parse_overrides(settings["set"])
+    started = time.perf_counter()
+    result = search(supernet, data, train_config, darts_config, folder, resume=args.resume,
+                    progress=not args.quiet, provenance=provenance)
+    seconds = time.perf_counter() - started
+    title = f"{space.name}: softmax(alpha) per layer, kept directions in bold green"
+    heatmap = plot_heatmap(result.weights, supernet.candidates, folder.file(RunFolder.HEATMAP),
+                           title=f"{space.name} on {settings['data']}")
+    folder.write_summary({"genotype": result.genotype.to_dict(), "val_top1": result.train.val["top1"],
+                          "best_val_top1": result.train.best_val_top1, "seconds": round(seconds, 1),
+                          "heatmap": heatmap.name if heatmap else None})
+    folder.log(f"finished: val top-1 {result.train.val['top1']:.4f}, genotype written")
+    console.print(weights_table(result.weights, supernet.candidates, result.genotype, title))
+    console.print(f"supernet val top-1 {result.train.val['top1']:.1%}; genotype: {folder.file(RunFolder.GENOTYPE)}"
+                  + (f"; heat-map: {heatmap}" if heatmap else " (heat-map needs the plot extra)"), highlight=False)
+    console.print(f"next: scansearch train {folder.file(RunFolder.GENOTYPE)} --data {settings['data']} "
+                  f"--out {folder.path / 'model'}", highlight=False)
+    return 0

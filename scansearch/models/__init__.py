@@ -9,10 +9,10 @@ from .blocks import Block, GatedCNN
 from .build import FAMILIES, build_from_config, build_model
 from .errors import ModelError
 from .io import load_model, save_model
-from .mixer import SCAttn, ScanMixer
+from .mixer import DirectionSubset, SCAttn, ScanMixer
 from .presets import PRESETS, Preset, Published, get_preset, list_presets
 
 __all__ = [
-    "Block", "FAMILIES", "GatedCNN", "ModelError", "PRESETS", "Preset", "Published", "SCAttn", "ScanMixer",
+    "Block", "DirectionSubset", "FAMILIES", "GatedCNN", "ModelError", "PRESETS", "Preset", "Published", "SCAttn", "ScanMixer",
     "ScanModel", "build_from_config", "build_model", "get_preset", "list_presets", "load_model", "save_model",
 ]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -69,6 +69,15 @@ def sequence_orders(directions: Sequence[str], H: int, W: int, n_tokens: int,
     shifted = base + (base >= pos).long()  # grid token i sits at sequence index i, or i+1 after the class token
     cls = torch.full((base.shape[0], 1), pos, dtype=base.dtype, device=base.device)
     return torch.cat([shifted[:, :pos], cls, shifted[:, pos:]], dim=1)
+
+
+class DirectionSubset(NamedTuple):
+    """Scan only some of a mixer's directions: ``indices`` (long, into the mixer's directions)
+    and their merge ``weights`` (same length). A supernet passes one in place of a (K,)
+    weight vector to sample a path (Gumbel top-k): the other directions cost nothing."""
+
+    indices: torch.Tensor
+    weights: torch.Tensor
 
 
 class SCAttn(nn.Module):
@@ -187,57 +196,73 @@ class ScanMixer(nn.Module):
         return table
 
     # -- forward -----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, hw: tuple[int, int], weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int],
+                weights: torch.Tensor | DirectionSubset | None = None) -> torch.Tensor:
+        """``weights``: None (sum, or mean under ``merge="mean"``), a (K,) vector, or a
+        :class:`DirectionSubset` to scan only those directions."""
         batch, L, _ = x.shape
         H, W = hw
         orders = self.orders(H, W, L, x.device)
+        params = self._direction_params(weights.indices if isinstance(weights, DirectionSubset) else None)
+        if isinstance(weights, DirectionSubset):
+            orders, weights = orders.index_select(0, weights.indices), weights.weights
         x_in, z = self.in_proj(x).chunk(2, dim=-1)
         scan_order = self.conv == "sequence"
-        u = self._sequence_conv(x_in, orders) if scan_order else self._image_conv(x_in, hw)
-        delta, B, C = self._project(u)
-        A = -torch.exp(self.A_log.float())
-        weights = self._merge_weights(weights, x)
+        u = self._sequence_conv(x_in, orders, params) if scan_order else self._image_conv(x_in, hw)
+        delta, B, C = self._project(u, params)
+        A = -torch.exp(params["A_log"].float())
+        weights = self._merge_weights(weights, x, orders.shape[0])
         gate_in_scan = self.out_norm is None  # VMamba normalises the merged output before the gate
-        scan_args = dict(delta_bias=self.dt_proj_bias.float(), delta_softplus=True, scan_order=scan_order,
+        scan_args = dict(delta_bias=params["dt_proj_bias"].float(), delta_softplus=True, scan_order=scan_order,
                          backend=self.backend)
         gate = z if gate_in_scan else None
+        D = params["D"].float()
         if self.attn is None:
-            y = multi_scan(u, delta, A, B, C, self.D.float(), orders, weights=weights, z=gate, **scan_args)
+            y = multi_scan(u, delta, A, B, C, D, orders, weights=weights, z=gate, **scan_args)
         else:  # LocalVim gates each direction before its attention, LocalVMamba after the merge
-            ys = self.attn(self.scan_each(u, delta, A, B, C, orders, gate, scan_args))
+            ys = self.attn(self.scan_each(u, delta, A, B, C, D, orders, gate, scan_args))
             y = ys.sum(1) if weights is None else torch.einsum("bkld,k->bld", ys, weights.to(ys.dtype))
         if self.out_norm is not None:
             y = self.out_norm(y) * F.silu(z)
         return self.out_proj(y)
 
-    def scan_each(self, u, delta, A, B, C, orders, z, scan_args) -> torch.Tensor:
+    def _direction_params(self, indices: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
+        """The per-direction parameters, all of them or the slices at ``indices``."""
+        params = {name: getattr(self, name, None) for name in PER_DIRECTION}
+        if indices is None:
+            return params
+        if indices.dim() != 1 or len(indices) == 0 or int(indices.min()) < 0 \
+                or int(indices.max()) >= self.num_directions:
+            raise ModelError(f"a direction subset must index [0, {self.num_directions}), got {indices.tolist()}")
+        return {name: None if p is None else p.index_select(0, indices) for name, p in params.items()}
+
+    def scan_each(self, u, delta, A, B, C, D, orders, z, scan_args) -> torch.Tensor:
         """Each direction's output on its own, in image order, gated by ``silu(z)`` when z is
         given: (B, K, L, Di); one K=1 scan each."""
         ys = []
-        for k in range(self.num_directions):
+        for k in range(orders.shape[0]):
             one = slice(k, k + 1)
             u_k = u[:, :, one] if scan_args["scan_order"] else u
             args = dict(scan_args, delta_bias=scan_args["delta_bias"][one])
             ys.append(multi_scan(u_k, delta[:, :, one], A[one], B[:, :, one], C[:, :, one],
-                                 self.D[one].float(), orders[one], z=z, **args))
+                                 D[one], orders[one], z=z, **args))
         return torch.stack(ys, dim=1)
 
-    def _merge_weights(self, weights: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-        K = self.num_directions
+    def _merge_weights(self, weights: torch.Tensor | None, x: torch.Tensor, K: int) -> torch.Tensor | None:
         if weights is not None and weights.shape != (K,):
             raise ModelError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
         if self.merge == "mean":  # Vim's if_devide_out: the directions are averaged, not summed
             return (weights if weights is not None else x.new_ones(K)) / K
         return weights
 
-    def _sequence_conv(self, x_in: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+    def _sequence_conv(self, x_in: torch.Tensor, orders: torch.Tensor, params: dict) -> torch.Tensor:
         """Gather into each direction's scan order, causal depthwise conv1d, SiLU: (B, L, K, Di)."""
         batch, L, Di = x_in.shape
         K = orders.shape[0]
         xs = torch.index_select(x_in, 1, orders.reshape(-1)).view(batch, K, L, Di)
         xs = xs.permute(0, 1, 3, 2).reshape(batch, K * Di, L)
-        bias = None if self.conv1d_bias is None else self.conv1d_bias.reshape(-1)
-        xs = F.conv1d(xs, self.conv1d_weight.reshape(K * Di, 1, self.d_conv), bias,
+        bias = None if params["conv1d_bias"] is None else params["conv1d_bias"].reshape(-1)
+        xs = F.conv1d(xs, params["conv1d_weight"].reshape(K * Di, 1, self.d_conv), bias,
                       padding=self.d_conv - 1, groups=K * Di)[..., :L]
         # contiguous: the scan op's gradients come back contiguous, and compiled graphs check strides
         return F.silu(xs).view(batch, K, Di, L).permute(0, 3, 1, 2).contiguous()
@@ -251,15 +276,16 @@ class ScanMixer(nn.Module):
         grid = x_in.transpose(1, 2).reshape(batch, Di, H, W)
         return F.silu(self.conv2d(grid)).flatten(2).transpose(1, 2)
 
-    def _project(self, u: torch.Tensor):
+    def _project(self, u: torch.Tensor, params: dict):
         """delta (B, L, K, Di), B and C (B, L, K, N) from the per-direction x_proj and dt_proj."""
-        K, N, R = self.num_directions, self.d_state, self.dt_rank
+        x_proj, dt_proj = params["x_proj_weight"], params["dt_proj_weight"]
+        K, N, R = x_proj.shape[0], self.d_state, self.dt_rank
         if u.dim() == 4:  # scan order: each direction projects its own sequence
-            x_dbl = torch.einsum("blkd,kcd->blkc", u, self.x_proj_weight)
+            x_dbl = torch.einsum("blkd,kcd->blkc", u, x_proj)
         else:  # image order: one matmul covers every direction
-            x_dbl = F.linear(u, self.x_proj_weight.reshape(K * (R + 2 * N), -1)).unflatten(-1, (K, R + 2 * N))
+            x_dbl = F.linear(u, x_proj.reshape(K * (R + 2 * N), -1)).unflatten(-1, (K, R + 2 * N))
         dt, B, C = torch.split(x_dbl, [R, N, N], dim=-1)
-        delta = torch.einsum("blkr,kdr->blkd", dt, self.dt_proj_weight)
+        delta = torch.einsum("blkr,kdr->blkd", dt, dt_proj)
         return delta.contiguous(), B.contiguous(), C.contiguous()
 
     # -- derivation ----------------------------------------------------------------------------

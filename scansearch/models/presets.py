@@ -112,6 +112,13 @@ def local_vim_micro():
                 layers=LOCAL_BASELINE)
 
 
+@register(space="local8")
+def local_vim_tiny_search():
+    """LocalMamba's LocalVim search supernet size: width 128, 20 layers, patch 16 at 224 (14x14 tokens)."""
+    return dict(family="local_vim", dim=128, depth=20, d_state=16, expand=2.0, d_conv=4, patch_size=16,
+                layers=LOCAL_BASELINE)
+
+
 # -- VMamba ------------------------------------------------------------------------------------
 @register(Published(22.9, 5.6, 82.2, "fvcore", "VMamba v0 (paper table 22M; repo performance table 23M)"),
           space="cross4")

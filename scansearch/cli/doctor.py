@@ -1,0 +1,61 @@
+"""`scansearch doctor`: what this installation can run, and what it will run by default."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+
+from rich.table import Table
+
+from .common import console
+
+PACKAGES = ("torch", "triton", "optuna", "networkx", "pyyaml", "rich", "safetensors", "matplotlib", "nni")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("doctor", help="versions, devices and which scan backend runs where",
+                       description="Report the scan backends (and why one cannot run), devices and versions.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run(args) -> int:
+    from .. import __version__
+    from ..kernels import backend_report
+
+    report = backend_report()
+    versions = {name: _version(name) for name in PACKAGES}
+    if args.json:
+        import json
+
+        print(json.dumps({"scansearch": __version__, "python": platform.python_version(),
+                          "packages": versions, **report}, default=str))
+        return 0
+    backends = Table(title="scan backends")
+    backends.add_column("backend")
+    backends.add_column("status")
+    backends.add_column("default for")
+    for name, status in report["backends"].items():
+        default_for = [d for d in ("cpu", "cuda") if report[f"default_backend_{d}"] == name]
+        backends.add_row(name, "[green]ok[/]" if status == "ok" else f"[yellow]{status}[/]", ", ".join(default_for))
+    console.print(backends)
+    env = Table(title="installation")
+    env.add_column("item")
+    env.add_column("value")
+    env.add_row("scansearch", __version__)
+    env.add_row("python", f"{platform.python_version()} ({sys.executable})")
+    env.add_row("device", report["device_name"] + (" (CUDA)" if report["cuda_available"] else ""))
+    for key, value in report.items():
+        if key.startswith("SCANSEARCH") or key.startswith("TRITON"):
+            env.add_row(key, "unset" if value is None else str(value))
+    for name, version in versions.items():
+        env.add_row(name, version or "[dim]not installed[/]")
+    console.print(env)
+    return 0

@@ -1,0 +1,172 @@
+"""`scansearch train` and `scansearch eval`: train a derived model stand-alone, then measure it.
+
+``train GENOTYPE --data D --out DIR`` builds the model the genotype names (a genotype
+file, a search run folder or a preset), trains it with the shared loop and saves it in
+``DIR`` as ``genotype.yaml``, ``config.yaml``, ``weights.safetensors`` (what
+``load_model`` reads), with ``data.json`` (what it was trained on), ``metrics.json``, the
+checkpoint and the per-epoch history. ``eval DIR --data D`` prints top-1, top-5 (more
+than five classes) and per-class accuracy on a split.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..fileio import atomic_write_text
+from .common import CLIError, console, parse_overrides
+
+DATA_FILE, METRICS_FILE = "data.json", "metrics.json"
+TRAIN_DEFAULTS = {"epochs": 30, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.05}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the model a genotype describes and save it stand-alone",
+                       description="Train a derived model (genotype file, search run or preset) and save it.")
+    p.add_argument("source", metavar="GENOTYPE",
+                   help="a genotype YAML, a search run folder (its genotype.yaml) or a model preset")
+    p.add_argument("--data", default="digits", help="digits | planted[:...] | PATH (default digits)")
+    p.add_argument("--out", required=True, help="folder for the trained model")
+    p.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"], help="peak AdamW learning rate (default 1e-2)")
+    p.add_argument("--weight-decay", type=float, default=TRAIN_DEFAULTS["weight_decay"])
+    p.add_argument("--ema", type=float, default=None, help="keep an EMA of the weights with this decay (e.g. 0.999)")
+    p.add_argument("--img-size", type=int, default=None, help="default: the data's own, or the preset's for folders")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a model config field")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="accuracy of a saved model on a data split (top-1, top-5, per class)",
+                       description="Evaluate a model saved by `scansearch train` or `scansearch derive --out`.")
+    e.add_argument("model_dir", metavar="DIR")
+    e.add_argument("--data", default="digits", help="digits | planted[:...] | PATH (default digits)")
+    e.add_argument("--split", choices=("test", "val", "train"), default="test",
+                   help="which split (default test; val where the data has no test split)")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--seed", type=int, default=None, help="data split seed (default: the one the model trained with)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.set_defaults(func=run_eval)
+
+
+def _genotype_source(text: str):
+    """A run folder stands for its genotype.yaml; anything else goes to build_model as is."""
+    path = Path(text)
+    if path.is_dir():
+        from ..searchers.run import RunFolder
+
+        return RunFolder.open(path).read_genotype()
+    return text
+
+
+def _data_size(source, img_size: int | None, data_spec: str) -> int | None:
+    """Built-in data keep their own size; folders are resized to the model preset's size."""
+    if img_size is not None or str(data_spec).partition(":")[0] in ("digits", "planted"):
+        return img_size
+    from ..models.build import _resolve
+
+    preset, _ = _resolve(source)
+    size = preset.config.get("img_size", 224)
+    return size if isinstance(size, int) else size[0]
+
+
+def run_train(args) -> int:
+    import torch
+
+    from ..data import load_data
+    from ..models import build_model, save_model
+    from ..train import TrainConfig, evaluate, fit
+
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise CLIError(f"--lr must be positive, got {args.lr}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
+    if not args.resume and (out / "checkpoint.pt").exists():
+        raise CLIError(f"--out {out}: already holds a training run; pass --resume to continue it, or another --out")
+    source = _genotype_source(args.source)
+    overrides = parse_overrides(args.set)
+    data = load_data(args.data, img_size=_data_size(source, args.img_size, args.data), batch_size=args.batch_size,
+                     seed=args.seed)
+    torch.manual_seed(args.seed)
+    model = build_model(source, num_classes=data.num_classes, img_size=data.img_size, in_chans=data.in_chans,
+                        **overrides)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, ema=args.ema,
+                         warmup_epochs=min(2.0, args.epochs / 5), seed=args.seed, device=args.device)
+    config.validate()
+    if not args.quiet:
+        n_params = sum(p.numel() for p in model.parameters())
+        console.print(f"training {model.cfg.family} ({n_params / 1e6:.3f}M params) on {data.name}: "
+                      f"{args.epochs} epochs -> {out}", highlight=False)
+    result = fit(model, data, config, out_dir=out, resume=args.resume, progress=not args.quiet)
+    final = result.ema_model if result.ema_model is not None else result.model
+    final.genotype = model.genotype
+    split_name, loader = ("test", data.test) if data.test is not None else ("val", data.val)
+    metrics = evaluate(final, loader, data.num_classes, amp=config.amp)
+    save_model(final, out)
+    atomic_write_text(out / DATA_FILE, json.dumps({**data.describe(), "spec": str(args.data), "seed": args.seed},
+                                                  indent=2))
+    summary = {"split": split_name, **metrics, "best_val_top1": result.best_val_top1, "best_epoch": result.best_epoch,
+               "seconds": round(result.seconds, 1), "epochs": args.epochs}
+    atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2))
+    console.print(_metrics_table(metrics, data.class_names, f"{out} on {data.name} ({split_name} split)"))
+    console.print(f"saved to {out}; load it with scansearch.models.load_model({str(out)!r})", highlight=False)
+    return 0
+
+
+def run_eval(args) -> int:
+    from ..data import load_data
+    from ..models import load_model
+    from ..train import evaluate, resolve_device
+
+    root = Path(args.model_dir)
+    model = load_model(root, map_location=resolve_device(args.device))
+    trained_on: dict[str, Any] = {}
+    if (root / DATA_FILE).is_file():
+        try:
+            trained_on = json.loads((root / DATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            trained_on = {}
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    seed = args.seed if args.seed is not None else int(trained_on.get("seed", 0))
+    cfg = model.cfg
+    builtin = str(args.data).partition(":")[0] in ("digits", "planted")
+    data = load_data(args.data, img_size=None if builtin else cfg.image_hw[0], in_chans=cfg.in_chans,
+                     batch_size=args.batch_size, seed=seed, augment=False)
+    if data.num_classes != cfg.num_classes:
+        raise CLIError(f"--data {args.data}: {data.num_classes} classes, the model in {root} predicts "
+                       f"{cfg.num_classes}")
+    loader = {"test": data.test, "val": data.val, "train": data.train}[args.split]
+    split = args.split
+    if loader is None:
+        loader, split = data.val, "val"
+    metrics = evaluate(model, loader, data.num_classes)
+    if args.json:
+        print(json.dumps({"split": split, **metrics}))
+        return 0
+    console.print(_metrics_table(metrics, data.class_names, f"{root} on {data.name} ({split} split)"))
+    return 0
+
+
+def _metrics_table(metrics: dict[str, Any], class_names, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("samples", f"{metrics['count']:,}")
+    table.add_row("top-1", f"{metrics['top1']:.2%}")
+    if "top5" in metrics:
+        table.add_row("top-5", f"{metrics['top5']:.2%}")
+    table.add_row("loss", f"{metrics['loss']:.4f}")
+    for name, acc in zip(class_names, metrics["per_class"]):
+        table.add_row(f"class {name}", "-" if acc is None else f"{acc:.2%}")
+    return table

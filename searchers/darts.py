@@ -1,0 +1,281 @@
+"""DARTS over scan directions: train a :class:`~.supernet.Supernet`, discretise its alphas.
+
+The loop is :func:`scansearch.train.fit` with a DARTS step in place of the plain one:
+
+* ``mode="bilevel"`` (default): per training batch, one architecture step on a batch of
+  the validation split (first order: the gradient of the validation loss in ``alpha``
+  at the current weights; ``order=2``: DARTS's unrolled gradient, the Hessian-vector
+  product by finite differences), then one weight step on the training batch.
+* ``mode="single"``: LocalMamba's single-level search, weights and alphas trained
+  together on the training batch.
+
+Against the collapse of the architecture weights onto one candidate, ``beta_decay``
+adds beta-DARTS's ``lambda * mean_layers logsumexp(alpha)``, with ``lambda`` growing
+linearly from 0 to ``beta_decay`` over the run. ``warmup_epochs`` trains the weights
+alone first, so that the alphas compare trained candidates. The alpha optimiser is Adam
+(DARTS: betas (0.5, 0.999), weight decay 1e-3).
+
+Everything the run remembers goes to a :class:`~.run.RunFolder`: the alpha history per
+epoch (``alphas.json``), the checkpoint (alphas, weights, both optimisers, the position
+in the validation stream), the genotype, the heat-map and a summary.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..genotype import Genotype
+from ..spaces import SearchSpace
+from ..train import FitContext, TrainConfig, TrainError, TrainResult, fit
+from .discretize import discretize
+from .run import RunFolder
+from .supernet import Supernet
+
+MODES = ("bilevel", "single")
+
+
+@dataclass
+class DartsConfig:
+    """How the architecture weights are trained (the weights follow a TrainConfig)."""
+
+    mode: str = "bilevel"             # bilevel | single
+    order: int = 1                    # 1 | 2 (bilevel only)
+    arch_lr: float = 3e-2
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    beta_decay: float = 0.0           # beta-DARTS regularisation weight (0: off)
+    warmup_epochs: int = 0            # weight-only epochs before the alphas move
+    gumbel_k: int | None = None       # sample this many candidates per layer and step
+    tau: float = 1.0                  # Gumbel temperature
+    k: int | None = None              # directions kept per layer; None: the space's k
+    unroll_eps: float = 1e-2          # finite-difference step of the second-order gradient
+
+    def validate(self, epochs: int) -> None:
+        if self.mode not in MODES:
+            raise TrainError(f"darts: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.order not in (1, 2):
+            raise TrainError(f"darts: order must be 1 or 2, got {self.order!r}")
+        if self.order == 2 and self.mode != "bilevel":
+            raise TrainError("darts: order 2 needs the bilevel mode")
+        if not self.arch_lr > 0:
+            raise TrainError(f"darts: arch_lr must be positive, got {self.arch_lr}")
+        if self.beta_decay < 0:
+            raise TrainError(f"darts: beta_decay must not be negative, got {self.beta_decay}")
+        if not 0 <= self.warmup_epochs < epochs:
+            raise TrainError(f"darts: warmup_epochs must be in [0, epochs={epochs}), got {self.warmup_epochs}")
+        if self.tau <= 0:
+            raise TrainError(f"darts: tau must be positive, got {self.tau}")
+        if self.order == 2 and self.gumbel_k is not None:
+            raise TrainError("darts: order 2 and Gumbel sampling do not mix (the unrolled step needs one path)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["arch_betas"] = list(self.arch_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DartsConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainError(f"darts: unknown setting(s) {', '.join(unknown)}")
+        values = dict(values)
+        if "arch_betas" in values:
+            values["arch_betas"] = tuple(values["arch_betas"])
+        return cls(**values)
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    weights: torch.Tensor              # softmax(alpha), (layers, candidates)
+    history: list[dict[str, Any]]      # per epoch: weights and metrics
+    train: TrainResult
+    run: RunFolder | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DartsStep:
+    """The ``step_fn`` of ``fit`` and the hook that keeps the alpha history and optimiser."""
+
+    def __init__(self, supernet: Supernet, config: DartsConfig, data, epochs: int, run: RunFolder | None):
+        self.supernet, self.config, self.data, self.epochs, self.run = supernet, config, data, epochs, run
+        self.arch_optimizer = torch.optim.Adam(supernet.arch_parameters(), lr=config.arch_lr,
+                                               betas=config.arch_betas, weight_decay=config.arch_weight_decay)
+        self.history: list[dict[str, Any]] = []
+        self.val_position = 0  # validation batches consumed (restored on resume)
+        self._val_iter = None
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"arch_optimizer": self.arch_optimizer.state_dict(), "history": self.history,
+                "val_position": self.val_position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.history = list(state["history"])
+        self.val_position = int(state["val_position"])
+        self._val_iter = None
+
+    def on_epoch_end(self, ctx: FitContext, record: dict[str, Any]) -> None:
+        weights = self.supernet.weights_table()
+        entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1).mean().item()
+        record["alpha_entropy"] = entropy
+        self.history.append({"epoch": record["epoch"], "weights": [[round(v, 6) for v in row] for row in weights.tolist()],
+                             "train_loss": record["train_loss"], "val_top1": record["val_top1"],
+                             "entropy": entropy})
+        if self.run is not None:
+            self.run.write_history(self.supernet.candidates, self.history)
+            self.run.log(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+                         f"val top-1 {record['val_top1']:.4f}, alpha entropy {entropy:.3f}")
+
+    # -- the step ------------------------------------------------------------------------------
+    def __call__(self, ctx: FitContext, batch) -> dict[str, Any]:
+        images, labels = batch
+        arch_on = ctx.epoch >= self.config.warmup_epochs
+        if self.config.mode == "bilevel":
+            if arch_on:
+                val_images, val_labels = self._next_val(ctx.device)
+                if self.config.order == 1:
+                    self._arch_step_first_order(ctx, val_images, val_labels)
+                else:
+                    self._arch_step_second_order(ctx, images, labels, val_images, val_labels)
+            return self._weight_step(ctx, images, labels, with_arch=False)
+        return self._weight_step(ctx, images, labels, with_arch=arch_on)
+
+    def regulariser(self, ctx: FitContext) -> torch.Tensor:
+        """beta-DARTS: ``lambda_t * mean_layers logsumexp(alpha)``, lambda ramping up linearly."""
+        if self.config.beta_decay == 0:
+            return self.supernet.alphas.new_zeros(())
+        progress = min(1.0, (ctx.step + 1) / max(1, self.epochs * ctx.steps_per_epoch))
+        return self.config.beta_decay * progress * torch.logsumexp(self.supernet.alphas, dim=-1).mean()
+
+    def _loss(self, ctx: FitContext, images, labels, smoothing: bool = True):
+        with ctx.autocast():
+            logits = self.supernet(images)
+        logits = logits.float()
+        loss = ctx.loss_fn(logits, labels) if smoothing else F.cross_entropy(logits, labels)
+        return loss, logits
+
+    def _weight_step(self, ctx: FitContext, images, labels, with_arch: bool) -> dict[str, Any]:
+        loss, logits = self._loss(ctx, images, labels)
+        if with_arch:  # single level: one backward feeds both optimisers
+            self.arch_optimizer.zero_grad(set_to_none=True)
+            ctx.backward_step(loss + self.regulariser(ctx))
+            self.arch_optimizer.step()
+        else:
+            ctx.backward_step(loss)
+            self.supernet.alphas.grad = None  # the weight step's backward reached alpha too
+        return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "count": len(labels)}
+
+    def _arch_step_first_order(self, ctx: FitContext, images, labels) -> None:
+        loss, _ = self._loss(ctx, images, labels, smoothing=False)
+        loss = loss + self.regulariser(ctx)
+        (grad,) = torch.autograd.grad(loss, [self.supernet.alphas])
+        self._apply_arch_grad(grad)
+
+    def _arch_step_second_order(self, ctx: FitContext, images, labels, val_images, val_labels) -> None:
+        """DARTS's unrolled step: w' = w - xi grad_w L_train(w, a); the alpha gradient is
+        grad_a L_val(w', a) - xi (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps),
+        w+- = w +- eps grad_w' L_val(w', a), eps = unroll_eps / |grad_w' L_val|."""
+        params = [p for p in self.supernet.weight_parameters() if p.requires_grad]
+        alphas = self.supernet.alphas
+        xi = ctx.optimizer.param_groups[0]["lr"]
+        saved = [p.detach().clone() for p in params]
+        train_loss, _ = self._loss(ctx, images, labels)
+        grads = torch.autograd.grad(train_loss, params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.sub_(xi * g)
+        val_loss, _ = self._loss(ctx, val_images, val_labels, smoothing=False)
+        val_loss = val_loss + self.regulariser(ctx)
+        alpha_grad, *weight_grads = torch.autograd.grad(val_loss, [alphas, *params], allow_unused=True)
+        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in weight_grads if g is not None))
+        eps = self.config.unroll_eps / (norm.item() + 1e-12)
+
+        def train_alpha_grad(sign: float) -> torch.Tensor:
+            with torch.no_grad():
+                for p, w, g in zip(params, saved, weight_grads):
+                    p.copy_(w if g is None else w + sign * eps * g)
+            loss, _ = self._loss(ctx, images, labels)
+            return torch.autograd.grad(loss, [alphas])[0]
+
+        hessian = (train_alpha_grad(+1.0) - train_alpha_grad(-1.0)) / (2 * eps)
+        with torch.no_grad():
+            for p, w in zip(params, saved):
+                p.copy_(w)
+        self._apply_arch_grad(alpha_grad - xi * hessian)
+
+    def _apply_arch_grad(self, grad: torch.Tensor) -> None:
+        if not torch.isfinite(grad).all():
+            raise TrainError("darts: the architecture gradient is not finite; lower --arch-lr or the weight lr")
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        self.supernet.alphas.grad = grad.detach()
+        self.arch_optimizer.step()
+        self.supernet.alphas.grad = None
+
+    def _next_val(self, device: torch.device):
+        """The next validation batch; the stream cycles and is replayed exactly on resume."""
+        loader = self.data.val
+        n = len(loader)
+        if n == 0:
+            raise TrainError("darts: the validation split is empty; the architecture step needs it")
+        if self._val_iter is None:
+            self._val_iter = iter(loader)
+            for _ in range(self.val_position % n):
+                next(self._val_iter)
+        try:
+            batch = next(self._val_iter)
+        except StopIteration:
+            self._val_iter = iter(loader)
+            batch = next(self._val_iter)
+        self.val_position += 1
+        return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def kept_space(space: SearchSpace, k: int | None) -> SearchSpace:
+    """``space`` with another number of kept directions (for discretisation)."""
+    if k is None or k == space.k:
+        return space
+    n_patterns = len(space.patterns)
+    if not 1 <= k <= n_patterns:
+        raise TrainError(f"k must be in [1, {n_patterns}] for space {space.name!r}, got {k}")
+    return dataclasses.replace(space, k=k)
+
+
+def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: DartsConfig | None = None,
+           run: RunFolder | None = None, *, resume: bool = False, progress: bool = True,
+           provenance: dict[str, Any] | None = None, hooks=()) -> SearchResult:
+    """Train ``supernet`` with DARTS on ``data`` and discretise it into a Genotype.
+
+    ``run`` (optional) receives the checkpoint, the alpha history and, at the end, the
+    genotype, the heat-map and the summary. ``resume`` continues from its checkpoint.
+    ``hooks`` go to ``fit`` after the DARTS hook (see :mod:`scansearch.train`).
+    """
+    darts_config = darts_config or DartsConfig()
+    darts_config.validate(train_config.epochs)
+    if darts_config.gumbel_k is not None:
+        supernet.set_gumbel(darts_config.gumbel_k, darts_config.tau)
+    space = kept_space(supernet.space, darts_config.k)
+    step = DartsStep(supernet, darts_config, data, train_config.epochs, run)
+    result = fit(supernet, data, train_config, out_dir=None if run is None else run.path, resume=resume,
+                 hooks=[step, *hooks], progress=progress, step_fn=step, param_filter=Supernet.is_weight)
+    prov = {"searcher": "darts", "mode": darts_config.mode, "order": darts_config.order,
+            "seed": train_config.seed, "epochs": train_config.epochs, "k": space.k,
+            "score": round(result.val["top1"], 4), **(provenance or {})}
+    genotype = discretize(supernet.alphas, space, model=supernet.preset, grid=supernet.token_grid,
+                          provenance=prov)
+    if space is not supernet.space:  # k differs from the shipped space: the genotype names none
+        genotype = dataclasses.replace(genotype, space=None)
+    weights = supernet.weights_table()
+    if run is not None:
+        run.write_genotype(genotype)
+    return SearchResult(genotype=genotype, weights=weights, history=step.history, train=result, run=run)
+
+
+__all__ = ["DartsConfig", "DartsStep", "MODES", "SearchResult", "kept_space", "search"]

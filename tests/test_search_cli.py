@@ -1,0 +1,158 @@
+"""`search`, `export`, `train`, `eval`, `doctor` and `bench` driven as subprocesses."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import assert_one_line_error
+from scansearch import Genotype
+from scansearch.models import load_model
+
+DATA = "planted:grid=8,motifs_per_image=2,n_train=96,n_val=48,n_test=48"
+TINY = ["--set", "dim=8", "--set", "depth=2", "--set", "d_state=4", "--set", "expand=1.0"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("search") / "run"
+    result = run_cli("search", "--space", "local8", "--data", DATA, "--epochs", "2", "--batch-size", "32",
+                     "--k", "2", "--out", out, *TINY)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_search_writes_a_complete_run_folder(finished_run):
+    out, result = finished_run
+    for name in ("config.yaml", "log.txt", "checkpoint.pt", "alphas.json", "genotype.yaml", "summary.json",
+                 "alphas.png"):
+        assert (out / name).is_file(), name
+    genotype = Genotype.load(out / "genotype.yaml")
+    assert len(genotype.layers) == 2 and all(len(layer) == 2 for layer in genotype.layers)
+    assert genotype.model == "local_vim_micro" and genotype.provenance["searcher"] == "darts"
+    assert genotype.provenance["model_overrides"] == {"dim": 8, "depth": 2, "d_state": 4, "expand": 1.0}
+    history = json.loads((out / "alphas.json").read_text())
+    assert len(history["epochs"]) == 2 and len(history["candidates"]) == 8
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["settings"]["k"] == 2 and config["darts"]["mode"] == "bilevel"
+    assert "softmax(alpha)" in result.stdout and "w2_flip" in result.stdout  # the rich table
+    assert "next: scansearch train" in result.stdout
+
+
+def test_export_then_train_then_eval(finished_run, tmp_path, cli):
+    out, _ = finished_run
+    target = tmp_path / "found.yaml"
+    result = cli("export", out, "-o", target)
+    assert result.returncode == 0, result.stderr
+    assert Genotype.load(target) == Genotype.load(out / "genotype.yaml")
+    printed = cli("export", out)
+    assert printed.returncode == 0 and Genotype.from_yaml(printed.stdout) == Genotype.load(target)
+
+    model_dir = tmp_path / "model"
+    result = cli("train", target, "--data", DATA, "--out", model_dir, "--epochs", "1", "--batch-size", "32", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "top-1" in result.stdout and "class" in result.stdout
+    model = load_model(model_dir)
+    assert model.genotype.layers == Genotype.load(target).layers
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["count"] == 48
+
+    result = cli("eval", model_dir, "--data", DATA, "--json")
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(result.stdout)
+    assert evaluated["count"] == 48 and abs(evaluated["top1"] - metrics["top1"]) < 1e-9
+    table = cli("eval", model_dir, "--data", DATA, "--split", "val")
+    assert table.returncode == 0 and "top-1" in table.stdout and "(val split)" in table.stdout
+    # a run folder stands for its genotype
+    again = cli("train", out, "--data", DATA, "--out", tmp_path / "model2", "--epochs", "1", "--batch-size", "32",
+                "--quiet", *TINY)
+    assert again.returncode == 0, again.stderr
+
+
+def test_resume_continues_a_stopped_search(tmp_path, cli):
+    """A run stopped after its first epoch, resumed from the command line, ends where an
+    uninterrupted run ends."""
+    from scansearch.cli import main
+    from scansearch.searchers import darts
+
+    args = ["search", "--data", DATA, "--epochs", "2", "--batch-size", "32", "--quiet", *TINY]
+    full = tmp_path / "full"
+    assert cli(*args, "--out", full).returncode == 0
+    stopped = tmp_path / "stopped"
+    original = darts.DartsStep.on_epoch_end
+
+    def stop_after_one(self, ctx, record):
+        original(self, ctx, record)
+        ctx.should_stop = True
+
+    darts.DartsStep.on_epoch_end = stop_after_one
+    try:
+        assert main(args + ["--out", str(stopped)]) == 0
+    finally:
+        darts.DartsStep.on_epoch_end = original
+    assert len(json.loads((stopped / "alphas.json").read_text())["epochs"]) == 1
+    result = cli("search", "--resume", "--out", stopped, "--quiet")
+    assert result.returncode == 0, result.stderr
+    a = Genotype.load(full / "genotype.yaml")
+    b = Genotype.load(stopped / "genotype.yaml")
+    assert a.layers == b.layers
+    torch.testing.assert_close(torch.tensor(a.alphas), torch.tensor(b.alphas), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["search", "--space", "nope"], ["nope"]),
+    (["search", "--model", "vit_tiny"], ["vit_tiny"]),
+    (["search", "--data", "/no/such/folder"], ["/no/such/folder"]),
+    (["search", "--epochs", "0"], ["--epochs"]),
+    (["search", "--k", "9"], ["k must be"]),
+    (["search", "--set", "dim"], ["--set"]),
+    (["search", "--set", "colour=3"], ["colour"]),
+    (["search", "--resume"], ["--resume needs --out"]),
+    (["search", "--model", "mambaout_micro"], ["no scan layers"]),
+    (["search", "--warmup-epochs", "9"], ["--warmup-epochs"]),
+    (["export", "/no/such/run"], ["not a run folder"]),
+    (["train", "/no/such.yaml", "--out", "x"], ["such.yaml"]),
+    (["eval", "/no/such/model"], ["not a model directory"]),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(args, fragments, tmp_path, cli):
+    result = cli(*args, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_and_changed_resume_settings_are_refused(finished_run, tmp_path, cli):
+    out, _ = finished_run
+    assert_one_line_error(cli("search", "--out", out, "--data", DATA), "already holds a run", "--resume")
+    assert_one_line_error(cli("search", "--out", out, "--resume", "--epochs", "5"), "--epochs", "started with 2")
+    assert_one_line_error(cli("export", tmp_path), "not a run folder")
+
+
+def test_eval_refuses_data_with_other_classes(finished_run, tmp_path, cli):
+    out, _ = finished_run
+    model_dir = tmp_path / "m"
+    assert cli("train", out, "--data", DATA, "--out", model_dir, "--epochs", "1", "--quiet", *TINY).returncode == 0
+    assert_one_line_error(cli("eval", model_dir, "--data", DATA.replace("grid=8", "grid=8,classes=3")),
+                          "3 classes", "predicts 4")
+    assert_one_line_error(cli("train", out, "--data", DATA, "--out", model_dir, "--quiet", *TINY),
+                          "already holds a training run")
+
+
+def test_doctor_reports_backends(cli):
+    result = cli("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "torch" in result.stdout and "reference" in result.stdout and "triton" in result.stdout
+    data = json.loads(cli("doctor", "--json").stdout)
+    assert data["backends"]["reference"] == "ok" and data["default_backend_cpu"] == "torch"
+
+
+def test_bench_model_and_kernels_quick(cli):
+    result = cli("bench", "model", "--models", "mambaout_micro", "--quick", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "mambaout_micro" in result.stdout
+    assert_one_line_error(cli("bench", "model", "--models", "nope", "--device", "cpu"), "nope")
+    assert_one_line_error(cli("bench", "kernels", "--device", "cuda"), "no CUDA") if not torch.cuda.is_available() \
+        else None
