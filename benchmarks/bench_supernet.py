@@ -132,16 +132,19 @@ def main(argv=None) -> list[dict]:
             rows += measure(setting, args.device, args.batch, args.repeats)
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else \
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    mem_kind = "peak allocated" if args.device == "cuda" else "saved for backward"
-    table = Table(title=f"supernet training step (local8, 8 candidates) on {where}, torch {torch.__version__}")
-    for col in ("setting", "batch", "path", "step ms", f"{mem_kind} MB", "vs per-candidate"):
-        table.add_column(col, justify="left" if col in ("setting", "path") else "right")
-    base = {(r["setting"]): r for r in rows if r["path"] == "per-candidate"}
+    mem_kind = "peak MB" if args.device == "cuda" else "saved MB"
+    table = Table(title=f"supernet training step, local8 (8 candidates), {where}, torch {torch.__version__}")
+    for col in ("setting", "batch", "fused ms", "per-cand. ms", "speed-up", f"fused {mem_kind}",
+                f"per-cand. {mem_kind}", "memory ratio"):
+        table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
+    by_setting: dict[str, dict[str, dict]] = {}
     for r in rows:
-        ref = base[r["setting"]]
-        ratio = f"{ref['ms'] / r['ms']:.2f}x faster, {r['memory_mb'] / ref['memory_mb']:.2f}x memory"
-        table.add_row(r["setting"], str(r["batch"]), r["path"], f"{r['ms']:.1f}", f"{r['memory_mb']:.1f}",
-                      ratio if r["path"] == "fused" else "-")
+        by_setting.setdefault(r["setting"], {})[r["path"]] = r
+    for setting, paths in by_setting.items():
+        fused, naive = paths["fused"], paths["per-candidate"]
+        table.add_row(setting, str(fused["batch"]), f"{fused['ms']:.1f}", f"{naive['ms']:.1f}",
+                      f"{naive['ms'] / fused['ms']:.2f}x", f"{fused['memory_mb']:.1f}", f"{naive['memory_mb']:.1f}",
+                      f"{fused['memory_mb'] / naive['memory_mb']:.2f}x")
     console.print(table)
     if not all(r["agree"] for r in rows):
         console.print("[red]the two paths disagree: the comparison is void[/]")

@@ -12,16 +12,16 @@ from ..spaces import NONE
 
 
 def weights_table(weights: torch.Tensor, candidates, genotype: Genotype, title: str) -> Table:
-    """Layers as rows, candidates as columns; the kept directions in bold green."""
-    table = Table(title=title)
-    table.add_column("layer", justify="right")
+    """Layers as rows, candidates as columns; the kept directions in bold green with a star
+    (the star survives where colour does not: logs, files)."""
+    table = Table(title=title, caption="* kept")
+    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     for name in candidates:
-        table.add_column(name, justify="right")
-    table.add_column("kept")
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     for i, (row, layer) in enumerate(zip(weights.tolist(), genotype.layers)):
         kept = {NONE} if layer == NONE else set(layer)
-        cells = [f"[bold green]{w:.3f}[/]" if name in kept else f"{w:.3f}" for name, w in zip(candidates, row)]
-        table.add_row(str(i), *cells, "none" if layer == NONE else " ".join(layer))
+        cells = [f"[bold green]{w:.2f}*[/]" if name in kept else f"{w:.2f} " for name, w in zip(candidates, row)]
+        table.add_row(str(i), *cells)
     return table
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
@@ -25,3 +26,13 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on a 2-core machine whose other
+    core is busy wait on each other (a 0.5 s fit took 17 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,14 +11,7 @@ PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a 2-core machine whose other
-    core is busy wait on each other (a 0.5 s fit took 17 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def all_batches(loader):

@@ -55,7 +55,15 @@ def test_weights_table_and_heatmap(tmp_path):
     alphas = torch.randn(2, 8)
     g = discretize(alphas, space, model="m", grid=(8, 8), provenance={})
     table = weights_table(torch.softmax(alphas, -1), space.candidates, g, "t")
-    assert table.row_count == 2 and len(table.columns) == 10
+    assert table.row_count == 2 and len(table.columns) == 9
+    from rich.console import Console
+
+    console = Console(width=80, record=True, color_system=None)
+    console.print(table)
+    text = console.export_text()
+    for i, layer in enumerate(g.layers):  # the kept directions carry the star, the others do not
+        row = next(line for line in text.splitlines() if line.strip("│┃ ").startswith(str(i) + " "))
+        assert row.count("*") == len(layer)
     pytest.importorskip("matplotlib")
     out = plot_heatmap(torch.softmax(alphas, -1), space.candidates, tmp_path / "a.png")
     assert out.read_bytes()[:4] == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["a.png"]

@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scansearch import Genotype, GenotypeError
-from scansearch.genotype import PRESETS_DIR
 
 BAD = sorted((Path(__file__).parent / "data" / "bad_genotypes").glob("*.yaml"))
 ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "localmamba_genotypes.yaml"

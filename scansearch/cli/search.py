@@ -18,8 +18,8 @@ RUN_FORMAT = 1
 # Defaults that fit a micro supernet on a 2-core CPU within minutes.
 DEFAULTS: dict[str, Any] = {
     "space": "local8", "model": "local_vim_micro", "data": "digits", "searcher": "darts",
-    "epochs": 6, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.01, "seed": 0, "img_size": None,
-    "mode": "bilevel", "order": 1, "arch_lr": 3e-2, "beta_decay": 0.0, "warmup_epochs": 0,
+    "epochs": 5, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.01, "seed": 0, "img_size": None,
+    "mode": "bilevel", "order": 1, "arch_lr": 3e-2, "beta_decay": 0.0, "warmup_epochs": 1,
     "gumbel_k": None, "k": None, "set": [],
 }
 SETTINGS = tuple(DEFAULTS)
@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--arch-lr", type=float, help="Adam learning rate of the alphas (default 3e-2)")
     p.add_argument("--beta-decay", type=float, help="beta-DARTS regularisation weight against collapse "
                                                     "(default 0: off; 0.5-5 typical)")
-    p.add_argument("--warmup-epochs", type=int, help="epochs of weight training before the alphas move (default 0)")
+    p.add_argument("--warmup-epochs", type=int, help="epochs of weight training before the alphas move (default 1)")
     p.add_argument("--gumbel-k", type=int, help="sample this many candidates per layer and step "
                                                 "(Gumbel top-k; saves memory and time)")
     p.add_argument("--k", type=int, help="directions kept per layer (default: the space's k)")
@@ -70,7 +70,10 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
 
     given = _given(args)
     if not args.resume:
-        return {**DEFAULTS, **given}
+        settings = {**DEFAULTS, **given}
+        if "warmup_epochs" not in given:  # the default warm-up never takes a whole short run
+            settings["warmup_epochs"] = min(DEFAULTS["warmup_epochs"], max(0, settings["epochs"] - 1))
+        return settings
     if run_dir is None:
         raise CLIError("--resume needs --out RUN_DIR, the run to continue")
     config = RunFolder.open(run_dir).read_config()
@@ -124,7 +127,7 @@ def prepare(settings: dict[str, Any], device: str):
     supernet = Supernet(preset.name, space, num_classes=data.num_classes, img_size=data.img_size,
                         in_chans=data.in_chans, gumbel_k=settings["gumbel_k"], **overrides)
     train_config = TrainConfig(epochs=settings["epochs"], lr=settings["lr"], weight_decay=settings["weight_decay"],
-                               warmup_epochs=min(1.0, settings["epochs"] / 4), seed=settings["seed"], device=device)
+                               warmup_epochs=0.5, seed=settings["seed"], device=device)
     train_config.validate()
     darts_config = DartsConfig(mode=settings["mode"], order=settings["order"], arch_lr=settings["arch_lr"],
                                beta_decay=settings["beta_decay"], warmup_epochs=settings["warmup_epochs"],

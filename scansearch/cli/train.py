@@ -19,7 +19,7 @@ from ..fileio import atomic_write_text
 from .common import CLIError, console, parse_overrides
 
 DATA_FILE, METRICS_FILE = "data.json", "metrics.json"
-TRAIN_DEFAULTS = {"epochs": 30, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.05}
+TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.05}
 
 
 def register(sub) -> None:
