@@ -42,7 +42,7 @@ def main() -> None:
     common = ["--data", args.folder, "--img-size", args.img_size, "--set", f"patch_size={args.patch_size}"]
     scansearch("search", "--space", "local8", "--model", "local_vim_micro", "--epochs", args.epochs,
                "--out", str(out), *common)
-    scansearch("train", str(out / "genotype.yaml"), "--out", str(out / "model"), *common)
+    scansearch("train", str(out / "genotype.yaml"), "--out", str(out / "model"), "--epochs", args.epochs, *common)
     scansearch("eval", str(out / "model"), "--data", args.folder)
 
 

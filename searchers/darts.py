@@ -77,17 +77,6 @@ class DartsConfig:
         data["arch_betas"] = list(self.arch_betas)
         return data
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DartsConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainError(f"darts: unknown setting(s) {', '.join(unknown)}")
-        values = dict(values)
-        if "arch_betas" in values:
-            values["arch_betas"] = tuple(values["arch_betas"])
-        return cls(**values)
-
 
 @dataclass
 class SearchResult:

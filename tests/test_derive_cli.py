@@ -3,18 +3,11 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_line_error
 
 from scansearch import Genotype
 from scansearch.flops import count_flops, count_params
 from scansearch.models import build_model, load_model
-
-
-def _one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_table_for_a_hierarchical_genotype(cli):
@@ -61,15 +54,15 @@ def test_out_writes_a_loadable_model(cli, tmp_path):
     (["derive", "vim_micro", "--in-chans", "0"], "--in-chans must be >= 1"),
 ])
 def test_bad_input_is_one_line_exit_2(cli, args, fragment):
-    _one_line_error(cli(*args), fragment)
+    assert_one_line_error(cli(*args), fragment)
 
 
 def test_bad_genotype_files(cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("scansearch_genotype: 1\nmodel: local_vim_tiny\nlayers: [[h, v], [h, zigzag]]\n")
-    _one_line_error(cli("derive", bad), "layer 1: unknown pattern 'zigzag'")
+    assert_one_line_error(cli("derive", bad), "layer 1: unknown pattern 'zigzag'")
     bad.write_text("scansearch_genotype: 1\nmodel: local_vim_tiny\nlayers:\n" + "  - [h, v]\n" * 18)
-    _one_line_error(cli("derive", bad), "genotype has 18 layers, local_vim_tiny has 20")
+    assert_one_line_error(cli("derive", bad), "genotype has 18 layers, local_vim_tiny has 20")
     bad.write_bytes(b"\x00\xff garbage")
-    _one_line_error(cli("derive", bad), str(bad))
+    assert_one_line_error(cli("derive", bad), str(bad))
     assert not (tmp_path / "out").exists()

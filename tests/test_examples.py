@@ -1,0 +1,39 @@
+"""The examples run as a user would run them (their fast settings)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name, *args, cwd):
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_quickstart_then_load_the_model(tmp_path):
+    result = run_example("quickstart.py", "--fast", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "found:" in result.stdout and "saved and reloaded" in result.stdout
+    (model_dir,) = list((tmp_path / "runs").glob("search-*/model"))
+    loaded = run_example("load_derived_model.py", model_dir, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "test images right" in loaded.stdout and "gradients reach" in loaded.stdout
+
+
+def test_search_on_an_imagefolder(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    for c, name in enumerate(("cat", "dog")):
+        for i in range(12):
+            path = tmp_path / "pets" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), (120 * c, 10 * i, 90)).save(path)
+    result = run_example("search_imagefolder.py", tmp_path / "pets", "--img-size", "16", "--epochs", "1",
+                         "--out", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("genotype.yaml", "model/weights.safetensors", "model/metrics.json"):
+        assert (tmp_path / "run" / name).is_file(), name
