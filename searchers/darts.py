@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..genotype import Genotype
 from ..spaces import SearchSpace
@@ -143,12 +142,14 @@ class DartsStep:
         progress = min(1.0, (ctx.step + 1) / max(1, self.epochs * ctx.steps_per_epoch))
         return self.config.beta_decay * progress * torch.logsumexp(self.supernet.alphas, dim=-1).mean()
 
-    def _loss(self, ctx: FitContext, images, labels, smoothing: bool = True):
+    def _loss(self, ctx: FitContext, images, labels):
+        """The weights' loss (label smoothing included) for both steps: a plain cross-entropy on
+        the validation batches would reward whichever candidate sharpens the logits most, since
+        the weights are fit to smoothed targets."""
         with ctx.autocast():
             logits = self.supernet(images)
         logits = logits.float()
-        loss = ctx.loss_fn(logits, labels) if smoothing else F.cross_entropy(logits, labels)
-        return loss, logits
+        return ctx.loss_fn(logits, labels), logits
 
     def _weight_step(self, ctx: FitContext, images, labels, with_arch: bool) -> dict[str, Any]:
         loss, logits = self._loss(ctx, images, labels)
@@ -162,7 +163,7 @@ class DartsStep:
         return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "count": len(labels)}
 
     def _arch_step_first_order(self, ctx: FitContext, images, labels) -> None:
-        loss, _ = self._loss(ctx, images, labels, smoothing=False)
+        loss, _ = self._loss(ctx, images, labels)
         loss = loss + self.regulariser(ctx)
         (grad,) = torch.autograd.grad(loss, [self.supernet.alphas])
         self._apply_arch_grad(grad)
@@ -181,7 +182,7 @@ class DartsStep:
             for p, g in zip(params, grads):
                 if g is not None:
                     p.sub_(xi * g)
-        val_loss, _ = self._loss(ctx, val_images, val_labels, smoothing=False)
+        val_loss, _ = self._loss(ctx, val_images, val_labels)
         val_loss = val_loss + self.regulariser(ctx)
         alpha_grad, *weight_grads = torch.autograd.grad(val_loss, [alphas, *params], allow_unused=True)
         norm = torch.sqrt(sum((g.float() ** 2).sum() for g in weight_grads if g is not None))

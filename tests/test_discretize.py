@@ -82,5 +82,8 @@ def test_run_folder(tmp_path):
     assert json.loads(run.file(RunFolder.HISTORY).read_text())["candidates"] == ["h", "v"]
     run.log("hello")
     assert run.file(RunFolder.LOG).read_text().strip().endswith("hello")
-    a, b = RunFolder.default_path(tmp_path), RunFolder.default_path(tmp_path)
+    a = RunFolder.default_path(tmp_path)
     assert a.parent == tmp_path and a.name.startswith("search-")
+    a.mkdir()
+    b = RunFolder.default_path(tmp_path)
+    assert b != a and not b.exists() and b.name.startswith("search-")

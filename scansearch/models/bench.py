@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -52,24 +53,25 @@ def run_model_bench(device: str = "cpu", batch: int | None = None, img_size: int
                "threads": torch.get_num_threads()}
 
         model.eval()
-
-        def infer():
-            with torch.no_grad():
-                model(images)
-
-        row["infer_img_s"] = _images_per_second(infer, batch, repeats, device)
+        row["infer_img_s"] = _images_per_second(partial(_infer, model, images), batch, repeats, device)
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-
-        def train():
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(images), labels).backward()
-            optimizer.step()
-
-        row["train_img_s"] = _images_per_second(train, batch, repeats, device)
+        step = partial(_train_step, model, optimizer, images, labels)
+        row["train_img_s"] = _images_per_second(step, batch, repeats, device)
         rows.append(row)
         del model, optimizer
     return rows
+
+
+def _infer(model, images) -> None:
+    with torch.no_grad():
+        model(images)
+
+
+def _train_step(model, optimizer, images, labels) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    optimizer.step()
 
 
 def print_table(rows: list[dict], console=None) -> None:
