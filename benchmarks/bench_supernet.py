@@ -96,7 +96,7 @@ def measure(setting: str, device: str, batch: int | None, repeats: int) -> list[
             sync(device)
             memory[name] = torch.cuda.max_memory_allocated()
         else:
-            memory[name] = saved_bytes(lambda: nn.functional.cross_entropy(net(images), labels))
+            memory[name] = saved_bytes(lambda net=net: nn.functional.cross_entropy(net(images), labels))
     for _ in range(repeats):
         for name, (net, step) in paths.items():
             sync(device)

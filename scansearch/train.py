@@ -37,7 +37,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         checks = [(self.epochs >= 1, "epochs must be at least 1"), (self.lr > 0, "lr must be positive"),
+                  (self.weight_decay >= 0, "weight_decay must not be negative"),
                   (0 <= self.min_lr <= self.lr, "min_lr must lie in [0, lr]"),
                   (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
                   (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),
@@ -239,22 +240,32 @@ class FitContext:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def backward_step(self, loss: torch.Tensor, parameters: Iterable[torch.Tensor] | None = None,
-                      optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Zero-grad, backward, clip to ``config.grad_clip`` and step (``self.optimizer`` by default)."""
+                      optimizer: torch.optim.Optimizer | None = None,
+                      also: Sequence[torch.optim.Optimizer] = ()) -> None:
+        """Zero-grad, backward, clip to ``config.grad_clip`` and step (``self.optimizer`` by default).
+
+        ``also``: more optimisers fed by the same backward (a single-level search's alphas).
+        They are unscaled and stepped through the fp16 loss scaler too, so an overflowing step
+        is skipped for all of them; their gradients are not clipped.
+        """
         optimizer = optimizer or self.optimizer
-        optimizer.zero_grad(set_to_none=True)
+        for opt in (optimizer, *also):
+            opt.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
         else:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(optimizer)
+            for opt in (optimizer, *also):
+                self.scaler.unscale_(opt)
         if self.config.grad_clip is not None:
             params = parameters if parameters is not None else [p for g in optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         if self.scaler is None:
-            optimizer.step()
+            for opt in (optimizer, *also):
+                opt.step()
         else:
-            self.scaler.step(optimizer)
+            for opt in (optimizer, *also):
+                self.scaler.step(opt)
             self.scaler.update()
 
 
@@ -302,7 +313,7 @@ def _checkpoint_state(ctx: FitContext, hooks: list[Any]) -> dict[str, Any]:
 
 def _restore(ctx: FitContext, path: Path, hooks: list[Any]) -> None:
     """Load ``path`` into the context; the checkpoint must come from the same settings."""
-    state = load_checkpoint(path, map_location=ctx.device)
+    state = load_checkpoint(path)  # on the CPU: RNG states must stay there; the rest is copied over
     if state.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path}: not a scansearch training checkpoint")
     saved, current = state["config"], ctx.config.to_dict()

@@ -63,16 +63,17 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore what ``rng_state`` saved (its tensors may come back on any device)."""
+    torch.set_rng_state(state["torch"].cpu())
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal.tolist()), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if "numpy" in state:
         with contextlib.suppress(ImportError):
             import numpy as np
             kind, keys, pos, has_gauss, cached = state["numpy"]
-            np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+            np.random.set_state((kind, keys.cpu().numpy().astype("uint32"), pos, has_gauss, cached))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:

@@ -96,6 +96,10 @@ class DartsStep:
                                                betas=config.arch_betas, weight_decay=config.arch_weight_decay)
         self.history: list[dict[str, Any]] = []
         self.val_position = 0  # validation batches consumed (restored on resume)
+        # the architecture steps read the validation split through a loader of their own, so that
+        # evaluation between epochs neither resets nor shares their stream
+        independent = getattr(data.val, "independent", None)
+        self._val_loader = independent() if independent is not None else data.val
         self._val_iter = None
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -154,52 +158,80 @@ class DartsStep:
     def _weight_step(self, ctx: FitContext, images, labels, with_arch: bool) -> dict[str, Any]:
         loss, logits = self._loss(ctx, images, labels)
         if with_arch:  # single level: one backward feeds both optimisers
-            self.arch_optimizer.zero_grad(set_to_none=True)
-            ctx.backward_step(loss + self.regulariser(ctx))
-            self.arch_optimizer.step()
+            ctx.backward_step(loss + self.regulariser(ctx), also=[self.arch_optimizer])
         else:
             ctx.backward_step(loss)
             self.supernet.alphas.grad = None  # the weight step's backward reached alpha too
         return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "count": len(labels)}
 
+    @staticmethod
+    def _grads(ctx: FitContext, loss: torch.Tensor, inputs: list[torch.Tensor]) -> list | None:
+        """``autograd.grad`` through the fp16 loss scale when training has one (small alpha
+        gradients would underflow in half precision otherwise), unscaled again; None when the
+        scaled gradients overflowed, as the scaler's own skipped steps."""
+        if ctx.scaler is None:
+            return list(torch.autograd.grad(loss, inputs, allow_unused=True))
+        scale = ctx.scaler.get_scale()
+        grads = torch.autograd.grad(loss * scale, inputs, allow_unused=True)
+        if not all(g is None or torch.isfinite(g).all() for g in grads):
+            return None
+        return [None if g is None else g / scale for g in grads]
+
     def _arch_step_first_order(self, ctx: FitContext, images, labels) -> None:
         loss, _ = self._loss(ctx, images, labels)
         loss = loss + self.regulariser(ctx)
-        (grad,) = torch.autograd.grad(loss, [self.supernet.alphas])
-        self._apply_arch_grad(grad)
+        grads = self._grads(ctx, loss, [self.supernet.alphas])
+        if grads is not None:
+            self._apply_arch_grad(grads[0])
 
     def _arch_step_second_order(self, ctx: FitContext, images, labels, val_images, val_labels) -> None:
         """DARTS's unrolled step: w' = w - xi grad_w L_train(w, a); the alpha gradient is
         grad_a L_val(w', a) - xi (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps),
-        w+- = w +- eps grad_w' L_val(w', a), eps = unroll_eps / |grad_w' L_val|."""
+        w+- = w +- eps grad_w' L_val(w', a), eps = unroll_eps / |grad_w' L_val|. As in DARTS, xi is
+        the weights' learning rate and the virtual step is plain gradient descent, whatever the
+        weights' optimiser (AdamW here) does with its moments."""
         params = [p for p in self.supernet.weight_parameters() if p.requires_grad]
-        alphas = self.supernet.alphas
         xi = ctx.optimizer.param_groups[0]["lr"]
         saved = [p.detach().clone() for p in params]
+        try:
+            grad = self._unrolled_alpha_grad(ctx, params, saved, xi, images, labels, val_images, val_labels)
+        finally:
+            with torch.no_grad():
+                for p, w in zip(params, saved):
+                    p.copy_(w)
+        if grad is not None:
+            self._apply_arch_grad(grad)
+
+    def _unrolled_alpha_grad(self, ctx: FitContext, params, saved, xi, images, labels, val_images, val_labels):
+        """The second-order alpha gradient; moves the weights (the caller restores them)."""
+        alphas = self.supernet.alphas
         train_loss, _ = self._loss(ctx, images, labels)
-        grads = torch.autograd.grad(train_loss, params, allow_unused=True)
+        grads = self._grads(ctx, train_loss, params)
+        if grads is None:
+            return None
         with torch.no_grad():
             for p, g in zip(params, grads):
                 if g is not None:
                     p.sub_(xi * g)
         val_loss, _ = self._loss(ctx, val_images, val_labels)
-        val_loss = val_loss + self.regulariser(ctx)
-        alpha_grad, *weight_grads = torch.autograd.grad(val_loss, [alphas, *params], allow_unused=True)
+        val_grads = self._grads(ctx, val_loss + self.regulariser(ctx), [alphas, *params])
+        if val_grads is None:
+            return None
+        alpha_grad, *weight_grads = val_grads
         norm = torch.sqrt(sum((g.float() ** 2).sum() for g in weight_grads if g is not None))
         eps = self.config.unroll_eps / (norm.item() + 1e-12)
-
-        def train_alpha_grad(sign: float) -> torch.Tensor:
+        train_alpha_grads = []
+        for sign in (+1.0, -1.0):
             with torch.no_grad():
                 for p, w, g in zip(params, saved, weight_grads):
                     p.copy_(w if g is None else w + sign * eps * g)
             loss, _ = self._loss(ctx, images, labels)
-            return torch.autograd.grad(loss, [alphas])[0]
-
-        hessian = (train_alpha_grad(+1.0) - train_alpha_grad(-1.0)) / (2 * eps)
-        with torch.no_grad():
-            for p, w in zip(params, saved):
-                p.copy_(w)
-        self._apply_arch_grad(alpha_grad - xi * hessian)
+            grad = self._grads(ctx, loss, [alphas])
+            if grad is None:
+                return None
+            train_alpha_grads.append(grad[0])
+        hessian = (train_alpha_grads[0] - train_alpha_grads[1]) / (2 * eps)
+        return alpha_grad - xi * hessian
 
     def _apply_arch_grad(self, grad: torch.Tensor) -> None:
         if not torch.isfinite(grad).all():
@@ -211,7 +243,7 @@ class DartsStep:
 
     def _next_val(self, device: torch.device):
         """The next validation batch; the stream cycles and is replayed exactly on resume."""
-        loader = self.data.val
+        loader = self._val_loader
         n = len(loader)
         if n == 0:
             raise TrainError("darts: the validation split is empty; the architecture step needs it")
@@ -251,6 +283,8 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
     darts_config.validate(train_config.epochs)
     if darts_config.gumbel_k is not None:
         supernet.set_gumbel(darts_config.gumbel_k, darts_config.tau)
+    if darts_config.order == 2 and supernet.gumbel_k is not None:
+        raise TrainError("darts: order 2 and Gumbel sampling do not mix (the supernet was built with gumbel_k)")
     space = kept_space(supernet.space, darts_config.k)
     step = DartsStep(supernet, darts_config, data, train_config.epochs, run)
     result = fit(supernet, data, train_config, out_dir=None if run is None else run.path, resume=resume,

@@ -134,7 +134,7 @@ class Supernet(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def layer_weights(self) -> list:
         """Per layer, ``softmax(alpha)``, or in training with ``gumbel_k`` a sampled subset."""
-        if self.gumbel_k is None or not self.training or self.gumbel_k == len(self.candidates):
+        if self.gumbel_k is None or not self.training:
             return list(torch.softmax(self.alphas, dim=-1))
         return [self.sample(row) for row in self.alphas]
 

@@ -67,6 +67,7 @@ def test_bilevel_first_order_alpha_step_uses_the_validation_gradient(data):
         device = torch.device("cpu")
         epoch, step, steps_per_epoch = 0, 0, 1
         loss_fn = torch.nn.CrossEntropyLoss()
+        scaler = None
 
         @staticmethod
         def autocast():
@@ -79,6 +80,43 @@ def test_bilevel_first_order_alpha_step_uses_the_validation_gradient(data):
     adam.step()
     assert not torch.equal(net.alphas.detach(), before)
     torch.testing.assert_close(net.alphas.detach(), mirror.detach(), atol=1e-7, rtol=0)
+
+
+def test_second_order_alpha_gradient_matches_the_exact_unrolled_gradient(data):
+    """The finite-difference Hessian term against autograd through w' = w - xi grad_w L_train
+    (float64, reference scan); the weights come back bit for bit."""
+    from torch.func import functional_call
+
+    from scansearch.train import FitContext, build_optimizer
+
+    torch.manual_seed(0)
+    net = make(data, backend="reference").double()
+    net.alphas.data.normal_(0, 0.5)
+    config = TrainConfig(epochs=1, lr=0.05, device="cpu")
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    ctx = FitContext(model=net, data=data, config=config, device=torch.device("cpu"),
+                     optimizer=build_optimizer(net, config, Supernet.is_weight), scheduler=None, ema=None,
+                     scaler=None, amp_dtype=None, loss_fn=loss_fn, steps_per_epoch=1)
+    step = DartsStep(net, DartsConfig(order=2), data, epochs=1, run=None)
+    (x, y), (xv, yv) = next(iter(data.train)), next(iter(data.val))
+    x, xv = x.double(), xv.double()
+    captured = []
+    step._apply_arch_grad = captured.append
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    step._arch_step_second_order(ctx, x, y, xv, yv)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+    weights = {n: p for n, p in net.named_parameters() if n != "alphas"}
+
+    def loss(params, images, labels):
+        return loss_fn(functional_call(net, {**params, "alphas": net.alphas}, (images,)).float(), labels)
+
+    grads = torch.autograd.grad(loss(weights, x, y), list(weights.values()), create_graph=True, allow_unused=True)
+    unrolled = {n: w if g is None else w - 0.05 * g for (n, w), g in zip(weights.items(), grads)}
+    exact = torch.autograd.grad(loss(unrolled, xv, yv), net.alphas)[0]
+    first = torch.autograd.grad(loss({n: w.detach() for n, w in unrolled.items()}, xv, yv), net.alphas)[0]
+    assert (first - exact).norm() > 1e-2 * exact.norm()  # the Hessian term matters here
+    assert (captured[0] - exact).norm() < 1e-4 * exact.norm()
 
 
 def test_regulariser_is_scaled_logsumexp(data):
@@ -129,6 +167,48 @@ def test_k_override_discretises_to_k_and_drops_the_space(data):
     assert result.genotype.space is None and result.genotype.provenance["k"] == 2
     with pytest.raises(TrainError, match="k must be"):
         kept_space(load_space("local8"), 9)
+
+
+def _alpha_grads_at_arch_steps(monkeypatch, data, darts, *, fp16: bool, init_scale: float = 2.0**16):
+    """Run one short search and return (alphas before, after, |alpha.grad| at each arch step)."""
+    import scansearch.train as train_module
+
+    if fp16:  # CPU autocast runs float16 too: the GradScaler path needs no GPU
+        monkeypatch.setattr(train_module, "autocast_dtype", lambda amp, device: torch.float16)
+        scaler = torch.amp.GradScaler
+        monkeypatch.setattr(train_module.torch.amp, "GradScaler",
+                            lambda device: scaler(device, init_scale=init_scale))
+    seen = []
+    adam_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        if any(p is net.alphas for g in self.param_groups for p in g["params"]) and net.alphas.grad is not None:
+            seen.append(net.alphas.grad.norm().item())
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    net = make(data)
+    before = net.alphas.detach().clone()
+    search(net, data, train_config(epochs=1, max_steps_per_epoch=2), darts, progress=False)
+    monkeypatch.undo()
+    return before, net.alphas.detach(), seen
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # skipped steps
+@pytest.mark.parametrize("darts", [DartsConfig(mode="single"), DartsConfig()], ids=["single", "bilevel"])
+def test_fp16_alpha_gradients_are_unscaled_and_overflow_skips_the_step(monkeypatch, data, darts):
+    _, _, full = _alpha_grads_at_arch_steps(monkeypatch, data, darts, fp16=False)
+    _, after, half = _alpha_grads_at_arch_steps(monkeypatch, data, darts, fp16=True)
+    assert len(half) == len(full) == 2 and torch.isfinite(after).all()
+    for a, b in zip(full, half):  # the same gradient up to half-precision noise, not 2**16 times it
+        assert 0.5 < b / a < 2.0, (full, half)
+    before, after, seen = _alpha_grads_at_arch_steps(monkeypatch, data, darts, fp16=True, init_scale=1e38)
+    assert torch.equal(before, after)  # every scaled backward overflowed: no step, no NaN
+
+
+def test_order_2_refuses_a_supernet_built_for_gumbel_sampling(data):
+    with pytest.raises(TrainError, match="Gumbel"):
+        search(make(data, gumbel_k=2), data, train_config(epochs=1), DartsConfig(order=2), progress=False)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -211,6 +211,29 @@ def test_imagefolder_training_augmentation_is_seeded_and_workers_agree(tmp_path)
     assert not torch.equal(all_batches(loader)[0], runs[0][0].expand(-1, 3, -1, -1))
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_independent_folder_loader_keeps_its_stream_and_leaves_the_global_rng(tmp_path, workers):
+    make_class_tree(tmp_path / "pets", per_class=20)
+    val = load_data(tmp_path / "pets", img_size=8, batch_size=2, workers=workers).val
+    expected = [y.tolist() for _, y in val]
+    other = val.independent()
+    stream = iter(other)
+    first = next(stream)[1].tolist()
+    rng = torch.get_rng_state()
+    assert [y.tolist() for _, y in val] == expected  # a second reader of the original: evaluation
+    assert torch.equal(rng, torch.get_rng_state())
+    assert [first] + [y.tolist() for _, y in stream] == expected  # the stream went on where it was
+
+
+def test_independent_tensor_loader_gives_the_same_batches_with_its_own_epoch():
+    train = load_data("digits", batch_size=64).train
+    other = train.independent()
+    other.set_epoch(3)
+    assert train.epoch == 0 and other.epoch == 3
+    train.set_epoch(3)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(train, other))
+
+
 def test_split_imagefolder_with_and_without_val(tmp_path):
     make_class_tree(tmp_path / "train", per_class=10)
     make_class_tree(tmp_path / "test", per_class=2)

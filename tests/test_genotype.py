@@ -1,4 +1,6 @@
 """Genotypes: YAML round trips, presets, and one clear GenotypeError for every malformed file."""
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,15 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
         g.save(target)
     assert target.read_text() == "previous contents\n"
     assert [p.name for p in tmp_path.iterdir()] == ["g.yaml"]
+
+
+def test_saved_files_get_the_permissions_of_a_plain_open(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Genotype(layers=(("h",),)).save(tmp_path / "g.yaml")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "g.yaml").stat().st_mode) == 0o644
 
 
 def test_presets_equal_localmamba_anchors():

@@ -73,6 +73,17 @@ def test_export_then_train_then_eval(finished_run, tmp_path, cli):
     assert again.returncode == 0, again.stderr
 
 
+def test_eval_uses_the_image_size_the_model_was_trained_at(tmp_path, cli):
+    model_dir = tmp_path / "big"
+    result = cli("train", "vim_micro", "--data", DATA, "--img-size", "16", "--out", model_dir, "--epochs", "1",
+                 "--batch-size", "32", "--quiet", *TINY)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    evaluated = cli("eval", model_dir, "--data", DATA, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert abs(json.loads(evaluated.stdout)["loss"] - metrics["loss"]) < 1e-6
+
+
 def test_resume_continues_a_stopped_search(tmp_path, cli):
     """A run stopped after its first epoch, resumed from the command line, ends where an
     uninterrupted run ends."""

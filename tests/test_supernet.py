@@ -96,6 +96,15 @@ def test_gumbel_samples_k_paths_and_stays_differentiable():
     assert all(isinstance(w, torch.Tensor) and w.shape == (8,) for w in net.layer_weights())
 
 
+def test_gumbel_with_every_candidate_still_perturbs_the_weights():
+    net = tiny_supernet(gumbel_k=8)
+    net.train()
+    torch.manual_seed(0)
+    first, second = net.layer_weights()[0], net.layer_weights()[0]
+    assert first.indices.tolist() == list(range(8))
+    assert not torch.allclose(first.weights, second.weights)  # Gumbel noise, not softmax(alpha)
+
+
 def test_gumbel_sampling_follows_alpha():
     net = tiny_supernet(gumbel_k=1)
     with torch.no_grad():

@@ -191,6 +191,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert hook.calls["on_epoch_start"] == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_resume_on_cuda_restores_the_cpu_rng_states(tmp_path):
+    config = TrainConfig(epochs=2, lr=3e-3, device="cuda", amp="off")
+    data = load_data("digits", batch_size=128)
+    straight = quiet_fit(tiny_model(), data, config=config, out_dir=tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        quiet_fit(tiny_model(), data, config=config, out_dir=tmp_path / "resumed", hooks=[InterruptAt(1)])
+    resumed = quiet_fit(tiny_model(), data, config=config, out_dir=tmp_path / "resumed", resume=True)
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+
+
 def test_resume_restores_hook_state(tmp_path, digits):
     config = TrainConfig(epochs=2, max_steps_per_epoch=2)
     quiet_fit(tiny_model(), digits, config=config, out_dir=tmp_path, hooks=[CountingHook(), InterruptAt(5)])
@@ -262,6 +273,8 @@ def test_config_validation_and_round_trip():
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(TrainError, match="lr must be positive"):
         TrainConfig(lr=0).validate()
+    with pytest.raises(TrainError, match="weight_decay must not be negative"):
+        TrainConfig(weight_decay=-0.1).validate()
     with pytest.raises(TrainError, match="unknown settings"):
         TrainConfig.from_dict({"epochz": 3})
     with pytest.raises(TrainError, match="fp16 needs a CUDA device"):

@@ -140,8 +140,8 @@ def run_eval(args) -> int:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     seed = args.seed if args.seed is not None else int(trained_on.get("seed", 0))
     cfg = model.cfg
-    builtin = str(args.data).partition(":")[0] in ("digits", "planted")
-    data = load_data(args.data, img_size=None if builtin else cfg.image_hw[0], in_chans=cfg.in_chans,
+    # the size the model was built for: a built-in set's own size may differ (--img-size in train)
+    data = load_data(args.data, img_size=cfg.image_hw[0], in_chans=cfg.in_chans,
                      batch_size=args.batch_size, seed=seed, augment=False)
     if data.num_classes != cfg.num_classes:
         raise CLIError(f"--data {args.data}: {data.num_classes} classes, the model in {root} predicts "

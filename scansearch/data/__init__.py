@@ -12,7 +12,9 @@
 Built-ins live in memory and are batched by slicing (``TensorLoader``); folders are
 decoded by worker processes (``FolderLoader``, see ``data/images.py``). Both have
 ``set_epoch(epoch)``, which the training loop calls so that shuffling and augmentation
-depend on ``(seed, epoch)`` only.
+depend on ``(seed, epoch)`` only, and ``independent()``, the same batches from a loader
+of its own (the DARTS architecture step reads the validation split while evaluation
+reads it too). Neither draws from the global RNG.
 """
 from __future__ import annotations
 

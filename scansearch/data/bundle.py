@@ -9,6 +9,7 @@ checkpoint, and whatever the number of worker processes.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -73,6 +74,10 @@ class TensorLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def independent(self) -> TensorLoader:
+        """The same batches from a loader whose epoch and iterators are its own."""
+        return copy.copy(self)
 
     @property
     def num_samples(self) -> int:

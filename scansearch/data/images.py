@@ -160,16 +160,24 @@ class FolderLoader:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
             raise DataError(f"workers must not be negative, got {workers}")
-        self.dataset, self.batch_size = dataset, batch_size
+        self.dataset, self.batch_size, self.shuffle, self.workers, self.seed = dataset, batch_size, shuffle, workers, seed
         self.sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
             worker_init_fn=_single_threaded_worker if workers > 0 else None,
+            generator=torch.Generator().manual_seed(seed),  # iter() never draws from the global RNG
         )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def independent(self) -> FolderLoader:
+        """The same batches from a loader of its own: a persistent-worker DataLoader has one
+        iterator, which a second reader (evaluation between epochs) would reset."""
+        loader = FolderLoader(self.dataset, self.batch_size, shuffle=self.shuffle, workers=self.workers, seed=self.seed)
+        loader.set_epoch(self.sampler.epoch)
+        return loader
 
     @property
     def num_samples(self) -> int:
