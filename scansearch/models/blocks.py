@@ -88,6 +88,15 @@ class Block(nn.Module):
         return x + self.drop_path(self.mixer(self.norm(x), hw, weights))
 
 
+def init_trunc_normal(model: nn.Module, types: tuple[type, ...] = (nn.Linear,), std: float = 0.02) -> None:
+    """Truncated normal (``std``) weights and zero biases for every module of ``types``."""
+    for module in model.modules():
+        if isinstance(module, types):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def drop_path_rates(rate: float, n: int) -> list[float]:
     """Stochastic depth growing linearly from 0 to ``rate`` over ``n`` blocks."""
     return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]

@@ -126,3 +126,19 @@ class ModelConfig:
         raise NotImplementedError
 
 
+class Staged:
+    """For configs of hierarchical families (``depths`` and ``dims`` per stage: VMamba, MambaOut)."""
+
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+
+    @property
+    def num_layers(self) -> int:
+        return sum(self.depths)
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if len(self.depths) != len(self.dims):
+            raise ModelError(f"{where}: depths {list(self.depths)} and dims {list(self.dims)} differ in length")
+
+

@@ -16,14 +16,14 @@ import torch.nn as nn
 
 from ..genotype import Layer
 from .base import ScanModel, make_mixer, stage_slices
-from .blocks import Block, drop_path_rates
-from .config import ModelConfig
+from .blocks import Block, drop_path_rates, init_trunc_normal
+from .config import ModelConfig, Staged
 from .errors import ModelError
 from .vmamba import Stage
 
 
 @dataclass(frozen=True)
-class MambaOutConfig(ModelConfig):
+class MambaOutConfig(Staged, ModelConfig):
     family = "mambaout"
     depths: tuple = (3, 3, 9, 3)
     dims: tuple = (96, 192, 384, 576)
@@ -38,14 +38,8 @@ class MambaOutConfig(ModelConfig):
     d_conv: int = 3
     scattn: bool = False
 
-    @property
-    def num_layers(self) -> int:
-        return sum(self.depths)
-
     def check(self, where: str) -> None:
         super().check(where)
-        if len(self.depths) != len(self.dims):
-            raise ModelError(f"{where}: depths {list(self.depths)} and dims {list(self.dims)} differ in length")
         if not 0.0 < self.conv_ratio <= 1.0:
             raise ModelError(f"{where}: conv_ratio must be in (0, 1], got {self.conv_ratio}")
 
@@ -121,11 +115,7 @@ class MambaOut(ScanModel):
         """MambaOut's: truncated normal (std 0.02) for convs and linears, zero biases."""
         if self.norm.weight.is_meta:
             return
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_trunc_normal(self, (nn.Conv2d, nn.Linear))
 
     def forward_features(self, images: torch.Tensor, weights: Sequence[torch.Tensor | None] | None = None):
         x = images

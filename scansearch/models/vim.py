@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..genotype import Layer
 from .base import ScanModel, make_mixer
-from .blocks import Block, GatedCNN, drop_path_rates
+from .blocks import Block, GatedCNN, drop_path_rates, init_trunc_normal
 from .config import ModelConfig
 from .errors import ModelError
 
@@ -127,11 +127,7 @@ class VisionMamba(ScanModel):
         """Vim's: truncated normal for linears and embeddings; out_proj/fc2 rescaled by depth (GPT-2)."""
         if self.patch_embed.weight.is_meta:
             return
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_trunc_normal(self)
         for block in self.layers:
             out = block.mixer.fc2 if isinstance(block.mixer, GatedCNN) else block.mixer.out_proj
             nn.init.kaiming_uniform_(out.weight, a=math.sqrt(5))

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 
 from ..genotype import Layer
 from .base import ScanModel, make_mixer, stage_slices
-from .blocks import Block, drop_path_rates
-from .config import ModelConfig
+from .blocks import Block, drop_path_rates, init_trunc_normal
+from .config import ModelConfig, Staged
 from .errors import ModelError
 
 
 @dataclass(frozen=True)
-class VMambaConfig(ModelConfig):
+class VMambaConfig(Staged, ModelConfig):
     family = "vmamba"
     patch_size: int = 4
     depths: tuple = (2, 2, 9, 2)
@@ -40,14 +40,8 @@ class VMambaConfig(ModelConfig):
     scattn_spatial: bool = False
     norm_eps: float = 1e-5
 
-    @property
-    def num_layers(self) -> int:
-        return sum(self.depths)
-
     def check(self, where: str) -> None:
         super().check(where)
-        if len(self.depths) != len(self.dims):
-            raise ModelError(f"{where}: depths {list(self.depths)} and dims {list(self.dims)} differ in length")
         if min(self.patch_size, self.d_state, *self.depths, *self.dims) < 1:
             raise ModelError(f"{where}: patch_size, d_state, depths and dims must be >= 1")
         if self.d_conv % 2 == 0:
@@ -120,11 +114,7 @@ class VMamba(ScanModel):
         """VMamba's: truncated normal (std 0.02) for every linear, zero biases."""
         if self.patch_embed.weight.is_meta:
             return
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_trunc_normal(self)
 
     def forward_features(self, images: torch.Tensor, weights: Sequence[torch.Tensor | None] | None = None):
         p = self.cfg.patch_size
