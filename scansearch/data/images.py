@@ -160,7 +160,7 @@ class FolderLoader:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
             raise DataError(f"workers must not be negative, got {workers}")
-        self.dataset, self.batch_size, self.shuffle, self.workers, self.seed = dataset, batch_size, shuffle, workers, seed
+        self.dataset, self.batch_size = dataset, batch_size
         self.sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
@@ -175,7 +175,8 @@ class FolderLoader:
     def independent(self) -> FolderLoader:
         """The same batches from a loader of its own: a persistent-worker DataLoader has one
         iterator, which a second reader (evaluation between epochs) would reset."""
-        loader = FolderLoader(self.dataset, self.batch_size, shuffle=self.shuffle, workers=self.workers, seed=self.seed)
+        loader = FolderLoader(self.dataset, self.batch_size, shuffle=self.sampler.shuffle,
+                              workers=self.loader.num_workers, seed=self.sampler.seed)
         loader.set_epoch(self.sampler.epoch)
         return loader
 

@@ -140,5 +140,3 @@ class Staged:
         super().check(where)
         if len(self.depths) != len(self.dims):
             raise ModelError(f"{where}: depths {list(self.depths)} and dims {list(self.dims)} differ in length")
-
-
