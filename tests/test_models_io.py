@@ -60,6 +60,88 @@ def test_saving_into_an_existing_folder_replaces_only_our_files(saved):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_a_save_that_fails_halfway_leaves_the_old_model_whole(saved, monkeypatch):
+    """The three files are written into a sibling folder that then takes the target's place:
+    a crash after the weights, before the genotype, leaves the old model as it was."""
+    model, folder = saved
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = build_model("local_vim_micro", num_classes=10, in_chans=1, dim=16)
+
+    def crash(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("scansearch.genotype.Genotype.save", crash)
+    with pytest.raises(OSError, match="No space left"):
+        save_model(other, folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in folder.parent.iterdir()] == ["model"]
+    images = torch.randn(1, 1, 8, 8)
+    assert torch.equal(load_model(folder)(images), model(images))
+
+
+def test_a_crash_between_renames_never_mixes_two_models(saved, monkeypatch):
+    """A crash at the second rename into the model folder: what loads is the old model or the
+    new one, whole, never the new weights beside the old config."""
+    model, folder = saved
+    other = build_model("local_vim_micro", num_classes=10, in_chans=1, dim=16)
+    real_replace, into_target = os.replace, []
+
+    def crashing_replace(src, dst):
+        if Path(dst) == folder or Path(dst).parent == folder:
+            into_target.append(dst)
+            if len(into_target) == 2:
+                raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    try:
+        save_model(other, folder)
+    except OSError:
+        pass
+    monkeypatch.undo()
+    loaded = load_model(folder)  # raises when the weights are the new model's and the config the old one's
+    expected = model if loaded.config == model.config else other
+    assert loaded.config == expected.config and loaded.genotype == expected.genotype
+    images = torch.randn(1, 1, 8, 8)
+    assert torch.equal(loaded(images), expected(images))
+
+
+def test_a_folder_that_is_not_a_saved_model_is_never_overwritten(tmp_path):
+    model = build_model("vim_micro", num_classes=3)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(ModelError, match="mine: not empty and not a saved model"):
+        save_model(model, mine)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    partial = tmp_path / "partial"  # one of our names is not enough
+    partial.mkdir()
+    (partial / "config.yaml").write_text("my own config")
+    with pytest.raises(ModelError, match="not a saved model"):
+        save_model(model, partial)
+    assert (partial / "config.yaml").read_text() == "my own config"
+    (tmp_path / "empty").mkdir()
+    assert load_model(save_model(model, tmp_path / "empty")).config == model.config
+    run = tmp_path / "run"  # a training run's folder: the model lands beside the checkpoint
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"state")
+    save_model(model, run)
+    assert (run / "checkpoint.pt").read_bytes() == b"state" and (run / "weights.safetensors").is_file()
+
+
+def test_every_file_and_the_folder_get_the_modes_of_a_plain_open(tmp_path):
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        folder = save_model(build_model("vim_micro", num_classes=3), tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {
+        "config.yaml": 0o640, "genotype.yaml": 0o640, "weights.safetensors": 0o640}
+
+
 def test_load_in_a_process_without_searchers(saved):
     _, folder = saved
     code = ("import sys, torch\n"

@@ -1,19 +1,20 @@
 """Saving and loading built models: ``genotype.yaml``, ``config.yaml``, ``weights.safetensors``.
 
 Nothing is unpickled: the config is YAML read with ``safe_load``, the weights are
-safetensors. Writes go to a temporary folder beside the target, then into place by
-rename, so a reader never sees a half-written model.
+safetensors. A save is all or nothing: the model is written into a sibling folder, which
+then takes the target's place (``fileio.atomic_dir``), so the three files always belong
+together, whatever happens halfway.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
+from ..fileio import atomic_dir
 from ..genotype import Genotype, GenotypeError
 from .base import ScanModel
 from .build import build_from_config
@@ -23,10 +24,17 @@ GENOTYPE_FILE = "genotype.yaml"
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 FILES = (WEIGHTS_FILE, CONFIG_FILE, GENOTYPE_FILE)
+# A training run's checkpoint (scansearch.train): `scansearch train` saves the model into the
+# folder it trains in, beside its checkpoint and history.
+TRAINING_FILE = "checkpoint.pt"
 
 
 def save_model(model: ScanModel, directory: str | os.PathLike) -> Path:
-    """Write the model's genotype, config and weights into ``directory`` (created if needed)."""
+    """Write the model's genotype, config and weights into ``directory``, all or nothing.
+
+    ``directory`` is new, empty, a saved model (replaced whole) or a training run's folder
+    (its other files stay); anything else is refused, so no user folder is overwritten.
+    """
     from safetensors.torch import save_file
 
     if not isinstance(model, ScanModel) or model.genotype is None:
@@ -36,23 +44,44 @@ def save_model(model: ScanModel, directory: str | os.PathLike) -> Path:
     except GenotypeError as err:
         raise ModelError(str(err)) from None
     target = Path(directory)
-    if target.exists() and not target.is_dir():
-        raise ModelError(f"{target}: exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _check_replaceable(target)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
+        if target.is_dir():  # what else the folder holds (a training run's files) stays
+            for item in target.iterdir():
+                if item.name not in FILES:
+                    _link_or_copy(item, tmp / item.name)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "scansearch_model": "1"})
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(model.config, sort_keys=False), encoding="utf-8")
         model.genotype.save(tmp / GENOTYPE_FILE)
-        if not target.exists():
-            os.rename(tmp, target)
-        else:  # keep whatever else the folder holds; each of our files is replaced in one rename
-            for name in FILES:
-                os.replace(tmp / name, target / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to replace anything but a new or empty folder, a saved model or a training run's folder."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ModelError(f"{target}: exists and is not a directory")
+    names = {item.name for item in target.iterdir()}
+    if names and not set(FILES) <= names and TRAINING_FILE not in names:
+        raise ModelError(f"{target}: not empty and not a saved model (no {', '.join(FILES)}); "
+                         f"save into a new or empty folder")
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """A hard link where the file system allows it (no copy of a large checkpoint), else a copy."""
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, dest, symlinks=True, copy_function=_link_or_copy_file)
+    else:
+        _link_or_copy_file(source, dest)
+
+
+def _link_or_copy_file(source, dest) -> None:
+    try:
+        os.link(source, dest, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, dest, follow_symlinks=False)
 
 
 def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> ScanModel:
