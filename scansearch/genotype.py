@@ -3,7 +3,8 @@
 ```yaml
 scansearch_genotype: 1
 model: local_vim_tiny
-space: local8
+space: local8                 # a shipped space by name; any other inline:
+                              #   space: {name: mine, candidates: [h, v, w3], k: 2}
 grid: [14, 14]
 layers:
   - [h, v_flip, w7, w7_flip]
@@ -17,6 +18,7 @@ file, the layer and the reason. YAML is read with ``safe_load`` only.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import Any, Union
 import yaml
 
 from .fileio import atomic_write_text
-from .spaces import NONE, SearchSpace, SpaceError, is_pattern_name, load_space
+from .spaces import NONE, SearchSpace, SpaceError, is_pattern_name, load_space, shipped_spaces, space_from_dict
 
 VERSION = 1
 PRESETS_DIR = Path(__file__).resolve().parent / "assets" / "genotypes"
@@ -68,6 +70,31 @@ def _check_layer(raw: object, index: int, space: SearchSpace | None, where: str)
     return tuple(raw)
 
 
+def _check_space(raw: object, where: str) -> tuple[str | SearchSpace | None, SearchSpace | None]:
+    """(what the genotype records, the space to check its layers against).
+
+    A shipped space stays a name. A mapping is a space carried inline. A path (how older
+    genotypes named a user's space) is read where it exists and carried inline from then on.
+    """
+    if raw is None:
+        return None, None
+    if isinstance(raw, dict):
+        try:
+            space = space_from_dict(raw, f"{where}: space")
+        except SpaceError as err:
+            raise GenotypeError(str(err)) from None
+        return space, space
+    if not isinstance(raw, str):
+        raise _fail(where, f"'space' must be a shipped space's name or a mapping (name, candidates, k), got {raw!r}")
+    try:
+        space = load_space(raw)
+    except SpaceError as err:
+        raise _fail(where, f"space: {err}") from None
+    if raw in shipped_spaces():
+        return raw, space
+    return dataclasses.replace(space, path=None), space
+
+
 def _check_grid(raw: object, where: str) -> tuple[int, int] | None:
     if raw is None:
         return None
@@ -100,7 +127,7 @@ class Genotype:
 
     layers: tuple[Layer, ...]
     model: str | None = None
-    space: str | None = None
+    space: str | SearchSpace | None = None  # a shipped space's name, or a space carried whole
     grid: tuple[int, int] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     alphas: tuple[tuple[float, ...], ...] | None = None
@@ -122,15 +149,9 @@ class Genotype:
             raise _fail(where, "missing 'scansearch_genotype: 1' (the format version)")
         if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
             raise _fail(where, f"unsupported genotype version {version!r} (this scansearch reads {VERSION})")
-        for key in ("model", "space"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise _fail(where, f"'{key}' must be a string, got {data[key]!r}")
-        space = None
-        if data.get("space") is not None:
-            try:
-                space = load_space(data["space"])
-            except SpaceError as err:
-                raise _fail(where, f"space: {err}") from None
+        if data.get("model") is not None and not isinstance(data["model"], str):
+            raise _fail(where, f"'model' must be a string, got {data['model']!r}")
+        space_ref, space = _check_space(data.get("space"), where)
         layers = data.get("layers")
         if not isinstance(layers, list) or not layers:
             raise _fail(where, "'layers' must be a non-empty list (one entry per mixer layer)")
@@ -141,7 +162,7 @@ class Genotype:
         return cls(
             layers=checked,
             model=data.get("model"),
-            space=data.get("space"),
+            space=space_ref,
             grid=_check_grid(data.get("grid"), where),
             provenance=dict(provenance),
             alphas=_check_alphas(data.get("alphas"), len(checked), space, where),
@@ -192,7 +213,7 @@ class Genotype:
         if self.model is not None:
             data["model"] = self.model
         if self.space is not None:
-            data["space"] = self.space
+            data["space"] = self.space if isinstance(self.space, str) else self.space.to_dict()
         if self.grid is not None:
             data["grid"] = list(self.grid)
         data["layers"] = [NONE if layer == NONE else list(layer) for layer in self.layers]
@@ -211,7 +232,14 @@ class Genotype:
 
     # -- views --------------------------------------------------------------------------------
     def load_space(self) -> SearchSpace | None:
-        return None if self.space is None else load_space(self.space)
+        if self.space is None or isinstance(self.space, SearchSpace):
+            return self.space
+        return load_space(self.space)
+
+    @property
+    def space_name(self) -> str | None:
+        """The space's name, shipped or carried inline."""
+        return self.space if isinstance(self.space, str) or self.space is None else self.space.name
 
     @property
     def directions(self) -> tuple[tuple[str, ...], ...]:

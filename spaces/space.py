@@ -1,7 +1,8 @@
 """Search spaces: which scan patterns a layer may choose from, and how many it keeps."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -20,7 +21,7 @@ class SearchSpace:
     candidates: tuple[str, ...]
     k: int
     description: str = ""
-    path: str | None = None
+    path: str | None = field(default=None, compare=False)  # the file it was read from, if any
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -32,15 +33,23 @@ class SearchSpace:
         return NONE in self.candidates
 
     @property
-    def ref(self) -> str:
-        """How a genotype names this space: the shipped name, or the path of the user's file."""
-        if self.path is None or Path(self.path).resolve().parent == SPACES_DIR:
-            return self.name
-        return self.path
+    def is_shipped(self) -> bool:
+        """True for a space that ships with scansearch, unchanged (same candidates and k)."""
+        if self.path is None or Path(self.path).resolve().parent != SPACES_DIR:
+            return False
+        return load_space(self.name) == self
+
+    @property
+    def ref(self) -> "str | SearchSpace":
+        """How a genotype records this space: a shipped one by name, any other whole (inline),
+        so the genotype rebuilds on a machine without the user's space file."""
+        return self.name if self.is_shipped else dataclasses.replace(self, path=None)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "candidates": list(self.candidates), "k": self.k,
-                "description": self.description}
+        data = {"name": self.name, "candidates": list(self.candidates), "k": self.k}
+        if self.description:
+            data["description"] = self.description
+        return data
 
 
 def shipped_spaces() -> list[str]:

@@ -46,7 +46,11 @@ def test_discretize_with_a_user_space(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\ncandidates: [h, w3, hilbert]\nk: 2\n")
     g = discretize(torch.tensor([[0.0, 2.0, 1.0]]), load_space(path), model="m", grid=(6, 6), provenance={})
-    assert g.space == str(path) and g.layers == (("w3", "hilbert"),)
+    assert g.layers == (("w3", "hilbert"),)
+    # a user's space travels inline, so the genotype outlives the file
+    assert g.to_dict()["space"] == {"name": "s", "candidates": ["h", "w3", "hilbert"], "k": 2}
+    path.unlink()
+    assert Genotype.from_yaml(g.to_yaml()) == g and g.load_space().candidates == ("h", "w3", "hilbert")
     assert Genotype.from_dict(g.to_dict()) == g
 
 

@@ -8,10 +8,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scansearch import Genotype, GenotypeError
+from scansearch import Genotype, GenotypeError, load_space
 
 BAD = sorted((Path(__file__).parent / "data" / "bad_genotypes").glob("*.yaml"))
-ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "localmamba_genotypes.yaml"
+# Facts from the published work, kept with the tests (the genotypes LocalMamba searched).
+ANCHORS = Path(__file__).parent / "data" / "anchors" / "localmamba_genotypes.yaml"
 
 
 def _expected(path: Path) -> str:
@@ -104,6 +105,44 @@ def test_user_space_file(tmp_path):
     assert g.load_space().candidates == ("hilbert", "spiral", "diag")
     with pytest.raises(GenotypeError, match="layer 0: 1 directions, space 'mine' keeps k=2"):
         Genotype.from_dict({"scansearch_genotype": 1, "space": str(space), "layers": [["diag"]]})
+
+
+def test_a_space_named_by_path_is_carried_inline_from_then_on(tmp_path):
+    """Older genotypes name a user's space by its path: they load where the path exists, and
+    what they write back carries the space whole, so it loads where the file is gone."""
+    space = tmp_path / "mine.yaml"
+    space.write_text("name: mine\ncandidates: [hilbert, spiral, diag]\nk: 2\n")
+    old = tmp_path / "old.yaml"
+    old.write_text(f"scansearch_genotype: 1\nspace: {space}\nlayers: [[hilbert, diag]]\n")
+    g = Genotype.load(old)
+    assert g.space_name == "mine"
+    saved = yaml.safe_load(g.save(tmp_path / "new.yaml").read_text())
+    assert saved["space"] == {"name": "mine", "candidates": ["hilbert", "spiral", "diag"], "k": 2}
+    space.unlink()
+    assert Genotype.load(tmp_path / "new.yaml") == g
+    with pytest.raises(GenotypeError, match=r"old.yaml: space: .*mine.yaml: search-space file not found"):
+        Genotype.load(old)
+
+
+def test_inline_space_is_validated_like_a_space_file():
+    doc = {"scansearch_genotype": 1, "space": {"name": "s", "candidates": ["h", "v", "w3"], "k": 2},
+           "layers": [["h", "w3"]]}
+    assert Genotype.from_dict(doc).load_space().candidates == ("h", "v", "w3")
+    with pytest.raises(GenotypeError, match="g.yaml: space: candidate 'w0' is not a scan pattern"):
+        Genotype.from_dict({**doc, "space": {"name": "s", "candidates": ["h", "w0"], "k": 1}}, where="g.yaml")
+    with pytest.raises(GenotypeError, match="g.yaml: layer 0: pattern 'diag' is not a candidate of space 's'"):
+        Genotype.from_dict({**doc, "layers": [["h", "diag"]]}, where="g.yaml")
+    with pytest.raises(GenotypeError, match="'space' must be a shipped space's name or a mapping"):
+        Genotype.from_dict({**doc, "space": 3})
+
+
+def test_a_shipped_space_with_another_k_travels_inline():
+    from scansearch.searchers.darts import kept_space
+
+    space = kept_space(load_space("local8"), 2)
+    assert load_space("local8").ref == "local8" and space.ref != "local8"
+    g = Genotype(layers=(("h", "w2"),), space=space.ref)
+    assert g.to_dict()["space"]["k"] == 2 and Genotype.from_dict(g.to_dict()).load_space().k == 2
 
 
 def test_load_directory_and_binary(tmp_path):

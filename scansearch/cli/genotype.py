@@ -32,7 +32,7 @@ def load_genotype(text: str) -> Genotype:
 
 def run_validate(args) -> int:
     g = load_genotype(args.file)
-    space = f", space {g.space}" if g.space else ""
+    space = f", space {g.space_name}" if g.space else ""
     console.print(f"{args.file}: ok ({len(g)} layers{space})")
     return 0
 
@@ -40,7 +40,7 @@ def run_validate(args) -> int:
 def run_show(args) -> int:
     g = load_genotype(args.file)
     title = f"{args.file}: {len(g)} layers" + (f", model {g.model}" if g.model else "") + \
-        (f", space {g.space}" if g.space else "")
+        (f", space {g.space_name}" if g.space else "")
     table = Table(title=title)
     table.add_column("layer", justify="right")
     table.add_column("directions")
