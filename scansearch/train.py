@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from .errors import DivergenceError, TrainError
 from .fileio import atomic_write_text
 from .training_state import ModelEMA, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -52,10 +53,6 @@ CHECKPOINT_NAME, HISTORY_NAME = "checkpoint.pt", "history.json"
 CHECKPOINT_FORMAT = "scansearch-checkpoint-1"
 # Settings that may change between a run and its resumption (the machine may differ).
 RESUMABLE_CHANGES = frozenset({"device", "log_every", "amp"})
-
-
-class TrainError(ValueError):
-    """A training setup that cannot work; one line saying what and where."""
 
 
 @dataclass
@@ -372,7 +369,7 @@ def _train_epoch(ctx: FitContext, step_fn: Callable, hooks: list[Any], bar: Prog
         raise TrainError("the training loader yielded no batches")
     train_loss = loss_sum.item() / count
     if not math.isfinite(train_loss):
-        raise TrainError(f"training diverged: the loss is {train_loss} in epoch {ctx.epoch + 1}; "
+        raise DivergenceError(f"training diverged: the loss is {train_loss} in epoch {ctx.epoch + 1}; "
                          f"lower lr or use grad_clip")
     return {"train_loss": train_loss, "train_acc": correct.item() / count, "img_per_s": count / seconds,
             "lr": ctx.optimizer.param_groups[0]["lr"], "seconds": seconds}

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import TrainError
 from .fileio import atomic_path
 
 
@@ -95,6 +96,4 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        from .train import TrainError
-
         raise TrainError(f"{path}: not a readable checkpoint ({reason})") from None

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..errors import DivergenceError
 from ..genotype import Genotype
 from ..spaces import SearchSpace
 from ..train import FitContext, TrainConfig, TrainError, TrainResult, fit
@@ -235,7 +236,7 @@ class DartsStep:
 
     def _apply_arch_grad(self, grad: torch.Tensor) -> None:
         if not torch.isfinite(grad).all():
-            raise TrainError("darts: the architecture gradient is not finite; lower --arch-lr or the weight lr")
+            raise DivergenceError("darts: the architecture gradient is not finite; lower --arch-lr or the weight lr")
         self.arch_optimizer.zero_grad(set_to_none=True)
         self.supernet.alphas.grad = grad.detach()
         self.arch_optimizer.step()
@@ -270,6 +271,15 @@ def kept_space(space: SearchSpace, k: int | None) -> SearchSpace:
     return dataclasses.replace(space, k=k)
 
 
+def model_record(supernet: Supernet) -> dict[str, Any]:
+    """The provenance entries that make the derived model the one searched: ``img_size`` and
+    the config fields changed from the preset (``model_overrides``); see ``build_model``."""
+    record: dict[str, Any] = {"img_size": supernet.img_size}
+    if supernet.overrides:
+        record["model_overrides"] = dict(supernet.overrides)
+    return record
+
+
 def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: DartsConfig | None = None,
            run: RunFolder | None = None, *, resume: bool = False, progress: bool = True,
            provenance: dict[str, Any] | None = None, hooks=()) -> SearchResult:
@@ -291,15 +301,13 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
                  hooks=[step, *hooks], progress=progress, step_fn=step, param_filter=Supernet.is_weight)
     prov = {"searcher": "darts", "mode": darts_config.mode, "order": darts_config.order,
             "seed": train_config.seed, "epochs": train_config.epochs, "k": space.k,
-            "score": round(result.val["top1"], 4), **(provenance or {})}
+            "score": round(result.val["top1"], 4), **model_record(supernet), **(provenance or {})}
     genotype = discretize(supernet.alphas, space, model=supernet.preset, grid=supernet.token_grid,
                           provenance=prov)
-    if space is not supernet.space:  # k differs from the shipped space: the genotype names none
-        genotype = dataclasses.replace(genotype, space=None)
     weights = supernet.weights_table()
     if run is not None:
         run.write_genotype(genotype)
     return SearchResult(genotype=genotype, weights=weights, history=step.history, train=result, run=run)
 
 
-__all__ = ["DartsConfig", "DartsStep", "MODES", "SearchResult", "kept_space", "search"]
+__all__ = ["DartsConfig", "DartsStep", "MODES", "SearchResult", "kept_space", "model_record", "search"]

@@ -79,6 +79,8 @@ class Supernet(nn.Module):
                  **overrides):
         super().__init__()
         self.preset, self.space = preset, space
+        # what the derived model needs to be the model searched (recorded in the genotype)
+        self.img_size, self.overrides = img_size, dict(overrides)
         patterns = tuple(space.patterns)
         if not patterns:
             raise ModelError(f"space {space.name}: a supernet needs at least one scan pattern")

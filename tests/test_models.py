@@ -8,7 +8,7 @@ import yaml
 
 import scansearch.kernels
 from scansearch import Genotype
-from scansearch.models import (PRESETS, ModelError, SCAttn, ScanMixer, build_model, list_presets)
+from scansearch.models import (PRESETS, ModelError, SCAttn, ScanMixer, ShapeError, build_model, list_presets)
 from scansearch.models.blocks import GatedCNN
 from scansearch.models.mixer import sequence_orders
 
@@ -117,7 +117,7 @@ def test_one_hot_weights_equal_the_selected_child(conv, scattn):
 def test_weights_are_checked_and_mean_merge_averages():
     m = _mixer(("h", "v"))
     x = torch.randn(1, 16, 16, dtype=torch.float64)
-    with pytest.raises(ModelError, match=r"weights must have shape \(2,\)"):
+    with pytest.raises(ShapeError, match=r"weights must have shape \(2,\)"):
         m(x, (4, 4), torch.ones(3, dtype=torch.float64))
     mean = _mixer(("h", "v"), merge="mean")
     assert torch.allclose(mean(x, (4, 4)), m(x, (4, 4), torch.full((2,), 0.5, dtype=torch.float64)), atol=1e-12)
@@ -151,7 +151,7 @@ def test_class_token_sits_in_the_middle_of_every_scan():
     assert torch.equal(table[0], torch.arange(17))  # Vim's forward sequence
     assert torch.equal(table[1], torch.arange(17).flip(0))  # and its flip
     assert table[2, 8] == 8 and sorted(table[2].tolist()) == list(range(17))
-    with pytest.raises(ModelError, match="does not fit a 4x4 grid"):
+    with pytest.raises(ShapeError, match="does not fit a 4x4 grid"):
         sequence_orders(("h",), 4, 4, 20, "cpu")
 
 

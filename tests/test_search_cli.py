@@ -35,12 +35,51 @@ def test_search_writes_a_complete_run_folder(finished_run):
     assert len(genotype.layers) == 2 and all(len(layer) == 2 for layer in genotype.layers)
     assert genotype.model == "local_vim_micro" and genotype.provenance["searcher"] == "darts"
     assert genotype.provenance["model_overrides"] == {"dim": 8, "depth": 2, "d_state": 4, "expand": 1.0}
+    assert genotype.provenance["img_size"] == 8
     history = json.loads((out / "alphas.json").read_text())
     assert len(history["epochs"]) == 2 and len(history["candidates"]) == 8
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["settings"]["k"] == 2 and config["darts"]["mode"] == "bilevel"
     assert "softmax(alpha)" in result.stdout and "w2_flip" in result.stdout  # the rich table
-    assert "next: scansearch train" in result.stdout
+    assert f"next: scansearch train {out / 'genotype.yaml'} --data {DATA} --out {out / 'model'}" in result.stdout
+
+
+def test_the_searched_model_is_the_model_trained_anywhere(tmp_path, cli):
+    """Search on the user's own space file at another image size and patch size; the closing
+    hint trains that very model (patch 2 at 16x16, not patch 1 at 8x8, the same 8x8 token grid);
+    then, with the space file gone, the genotype and the model load from another folder."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    (here / "mine.yaml").write_text("name: mine\ncandidates: [h, v, w2, hilbert]\nk: 2\n")
+    result = cli("search", "--space", "mine.yaml", "--data", DATA, "--img-size", "16", "--set", "patch_size=2",
+                 "--epochs", "1", "--batch-size", "32", "--out", "run", *TINY, cwd=here)
+    assert result.returncode == 0, result.stderr
+    hint = next(line for line in result.stdout.splitlines() if line.startswith("next: scansearch train "))
+    args = hint[len("next: scansearch "):].split()
+    result = cli(*args, "--epochs", "1", "--quiet", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stderr  # nothing on the command line changed the recorded model
+    (here / "mine.yaml").unlink()
+    check = ("from scansearch import Genotype, load_model; import torch\n"
+             "g = Genotype.load('../here/run/genotype.yaml'); m = load_model('../here/run/model')\n"
+             "assert g.load_space().candidates == ('h', 'v', 'w2', 'hilbert') and g.provenance['img_size'] == 16\n"
+             "assert m.genotype == g and m.cfg.img_size == 16 and m.cfg.patch_size == 2 and m.grid == (8, 8)\n"
+             "assert m.cfg.dim == 8 and m.cfg.depth == 2\n"
+             "print(m(torch.randn(2, 1, 16, 16)).shape)\n")
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "torch.Size([2, 4])"
+    result = cli("eval", "../here/run/model", "--data", DATA, "--json", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    # an option that changes the recorded model is said in one line
+    result = cli("train", "../here/run/genotype.yaml", "--data", DATA, "--out", "m2", "--epochs", "1", "--quiet",
+                 "--set", "patch_size=1", "--img-size", "8", *TINY, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ("scansearch: note: the command line changes the model the genotype records: "
+                                     "patch_size=1 (recorded: 2), img_size=8 (recorded: 16)")
 
 
 def test_export_then_train_then_eval(finished_run, tmp_path, cli):
@@ -122,6 +161,7 @@ def test_resume_continues_a_stopped_search(tmp_path, cli):
     (["search", "--k", "9"], ["k must be"]),
     (["search", "--set", "dim"], ["--set"]),
     (["search", "--set", "colour=3"], ["colour"]),
+    (["search", "--set", "expand=0"], ["--set expand=0", "must be positive"]),
     (["search", "--resume"], ["--resume needs --out"]),
     (["search", "--model", "mambaout_micro"], ["no scan layers"]),
     (["search", "--warmup-epochs", "9"], ["--warmup-epochs"]),
@@ -160,10 +200,14 @@ def test_doctor_reports_backends(cli):
     assert data["backends"]["reference"] == "ok" and data["default_backend_cpu"] == "torch"
 
 
-def test_bench_model_and_kernels_quick(cli):
+def test_bench_model_and_kernels_quick(cli, monkeypatch, capsys):
     result = cli("bench", "model", "--models", "mambaout_micro", "--quick", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "mambaout_micro" in result.stdout
     assert_one_line_error(cli("bench", "model", "--models", "nope", "--device", "cpu"), "nope")
-    assert_one_line_error(cli("bench", "kernels", "--device", "cuda"), "no CUDA") if not torch.cuda.is_available() \
-        else None
+    assert_one_line_error(cli("bench", "kernels", "--device", "tpu"), "--device must be cpu or cuda")
+    from scansearch.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a CUDA host
+    assert main(["bench", "kernels", "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA device is visible" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from rich.console import Console
 
@@ -12,25 +13,36 @@ class CLIError(Exception):
     """A mistake in what the user typed; reported as one line, exit code 2."""
 
 
+# Operating-system errors about a path the user named; any other OSError (a full disk, an
+# I/O error) is the machine's, not the user's.
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Every exception type that means 'bad input', not 'bug'."""
-    from ..spaces import SpaceError
-    from ..genotype import GenotypeError
-    from ..models import ModelError
-
     from ..data import DataError
-    from ..train import TrainError
-
+    from ..errors import TrainError
+    from ..genotype import GenotypeError
+    from ..kernels import BackendError
+    from ..models import ModelError
     from ..searchers.run import RunError
+    from ..spaces import SpaceError
 
-    errors: list[type[BaseException]] = [CLIError, SpaceError, GenotypeError, ModelError, DataError, TrainError,
-                                         RunError, OSError]
-    try:
-        from ..kernels import BackendError
-        errors.append(BackendError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (CLIError, SpaceError, GenotypeError, ModelError, DataError, TrainError, RunError, BackendError,
+            *PATH_ERRORS)
+
+
+_crash_log = None
+
+
+def set_crash_log(path) -> None:
+    """Where an internal error's traceback goes (a run folder's log), once a command has one."""
+    global _crash_log
+    _crash_log = path
+
+
+def crash_log():
+    return _crash_log
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -57,3 +69,34 @@ def parse_overrides(items) -> dict:
         except yaml.YAMLError:
             raise CLIError(f"--set {key}: cannot read the value {value!r}") from None
     return out
+
+
+def check_model_options(source, img_size, overrides: dict) -> None:
+    """Check ``--set`` and ``--img-size`` against the model's config (types, ranges, widths)
+    before anything is loaded or built, and say in one line (stderr) where they override
+    what a genotype records about the model it was searched on."""
+    from ..models import ModelError, model_config, recorded_config
+    from ..models.build import resolve_source
+
+    try:
+        _, genotype = resolve_source(source)
+        model_config(source, img_size=img_size, **overrides)
+    except ModelError as err:
+        named = [k for k in overrides if f"'{k}'" in str(err) or f"{k} =" in str(err)]
+        raise (CLIError(f"--set {named[0]}={overrides[named[0]]}: {err}") if named else err) from None
+    if genotype is None:
+        return
+    recorded = recorded_config(genotype)
+    given = {**overrides, **({} if img_size is None else {"img_size": img_size})}
+    changed = [f"{k}={given[k]!r} (recorded: {recorded[k]!r})" for k in given
+               if k in recorded and _same_value(k, given[k]) != _same_value(k, recorded[k])]
+    if changed:
+        sys.stderr.write(f"scansearch: note: the command line changes the model the genotype records: "
+                         f"{', '.join(changed)}\n")
+
+
+def _same_value(name: str, value):
+    """Values compared as the config stores them (an int image size is a square)."""
+    if name == "img_size" and isinstance(value, int):
+        return (value, value)
+    return tuple(value) if isinstance(value, list) else value

@@ -8,7 +8,7 @@ import torch
 from rich.table import Table
 
 from ..spaces import NONE
-from .common import CLIError, console
+from .common import CLIError, check_model_options, console
 
 
 def register(sub) -> None:
@@ -20,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("--classes", type=int, default=1000, help="number of classes (default 1000)")
     p.add_argument("--in-chans", type=int, default=3, help="input channels (default 3)")
     p.add_argument("--out", default=None, help="write the model here (genotype.yaml, config.yaml, weights.safetensors)")
-    p.add_argument("--json", action="store_true", help="print one JSON object {params, flops, layers} and nothing else")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object and nothing else: params, flops (fvcore rule), flops_published "
+                        "with flops_convention (the rule of the preset's published figure), published, layers")
     p.set_defaults(func=run)
 
 
@@ -36,6 +38,7 @@ def parse_size(text: str | None):
 def run(args) -> int:
     from ..flops import count_flops, count_params
     from ..models import build_model, save_model
+    from ..models.build import resolve_source
 
     img_size = parse_size(args.img_size)
     if args.classes < 0:
@@ -43,6 +46,7 @@ def run(args) -> int:
     if args.in_chans < 1:
         raise CLIError(f"--in-chans must be >= 1, got {args.in_chans}")
     kwargs = dict(num_classes=args.classes, img_size=img_size, in_chans=args.in_chans)
+    check_model_options(args.source, img_size, {})
     if args.out is None:
         with torch.device("meta"):  # sizes only: no memory, no initialisation
             model = build_model(args.source, **kwargs)
@@ -51,17 +55,23 @@ def run(args) -> int:
     size = model.cfg.img_size
     params, flops = count_params(model), count_flops(model, size, args.in_chans)
     layers = [NONE if layer == NONE else list(layer) for layer in model.genotype.layers]
+    published = resolve_source(args.source)[0].published
+    convention = published.flops_convention if published is not None else "fvcore"
     if args.out is not None:
         save_model(model, args.out)
     if args.json:
-        print(json.dumps({"params": params, "flops": flops, "layers": layers}))
+        figures = None if published is None else {"params": published.params, "flops": published.flops,
+                                                  "top1": published.top1, "source": published.source}
+        print(json.dumps({"params": params, "flops": flops, "flops_convention": convention,
+                          "flops_published": count_flops(model, size, args.in_chans, convention=convention),
+                          "published": figures, "layers": layers}))
         return 0
     console.print(_layer_table(model, args.source))
     console.print(f"params: {params / 1e6:.2f}M ({params:,})")
     console.print(f"FLOPs:  {flops / 1e9:.3f}G at {_size_text(size)} ({flops:,}; one multiply-add = one FLOP)")
-    published = _published(model, args)
-    if published:
-        console.print(published)
+    line = _published(model, args)
+    if line:
+        console.print(line)
     if args.out is not None:
         console.print(f"saved to {args.out}")
     return 0

@@ -5,6 +5,7 @@ import importlib.metadata
 import platform
 import sys
 
+from rich.markup import escape
 from rich.table import Table
 
 from .common import console
@@ -44,7 +45,8 @@ def run(args) -> int:
     backends.add_column("default for")
     for name, status in report["backends"].items():
         default_for = [d for d in ("cpu", "cuda") if report[f"default_backend_{d}"] == name]
-        backends.add_row(name, "[green]ok[/]" if status == "ok" else f"[yellow]{status}[/]", ", ".join(default_for))
+        shown = "[green]ok[/]" if status == "ok" else f"[yellow]{escape(status)}[/]"  # reasons may hold [brackets]
+        backends.add_row(name, shown, ", ".join(default_for))
     console.print(backends)
     env = Table(title="installation")
     env.add_column("item")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, console, parse_overrides
+from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
 
 SEARCHERS = ("darts",)
 RUN_FORMAT = 1
@@ -116,6 +116,7 @@ def prepare(settings: dict[str, Any], device: str):
     space = load_space(settings["space"])
     preset = get_preset(settings["model"])
     overrides = parse_overrides(settings["set"])
+    check_model_options(preset.name, settings["img_size"], overrides)
     kept_space(space, settings["k"])
     builtin = str(settings["data"]).partition(":")[0] in ("digits", "planted")
     img_size = settings["img_size"]
@@ -151,6 +152,7 @@ def run(args) -> int:
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"],
                              "settings": settings, "data": data.describe(),
                              "train": train_config.to_dict(), "darts": darts_config.to_dict()})
+    set_crash_log(folder.file(RunFolder.LOG))
     folder.log(("resumed" if args.resume else "started") + f": {settings['searcher']} on {space.name}, "
                f"{settings['model']}, data {settings['data']}")
     if not args.quiet:
@@ -158,8 +160,6 @@ def run(args) -> int:
                       f"{settings['k'] or space.k}) on {settings['model']} with {settings['data']}: "
                       f"{supernet.num_layers} layers, {settings['epochs']} epochs -> {folder.path}", highlight=False)
     provenance = {"data": str(settings["data"])}
-    if settings["set"]:
-        provenance["model_overrides"] = parse_overrides(settings["set"])
     started = time.perf_counter()
     result = search(supernet, data, train_config, darts_config, folder, resume=args.resume,
                     progress=not args.quiet, provenance=provenance)
@@ -175,5 +175,5 @@ def run(args) -> int:
     console.print(f"supernet val top-1 {result.train.val['top1']:.1%}; genotype: {folder.file(RunFolder.GENOTYPE)}"
                   + (f"; heat-map: {heatmap}" if heatmap else " (heat-map needs the plot extra)"), highlight=False)
     console.print(f"next: scansearch train {folder.file(RunFolder.GENOTYPE)} --data {settings['data']} "
-                  f"--out {folder.path / 'model'}", highlight=False)
+                  f"--out {folder.path / 'model'}", highlight=False, soft_wrap=True)  # a command to copy: one line
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from ..fileio import atomic_write_text
-from .common import CLIError, console, parse_overrides
+from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
 
 DATA_FILE, METRICS_FILE = "data.json", "metrics.json"
 TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.05}
@@ -66,13 +66,18 @@ def _genotype_source(text: str):
 
 
 def _data_size(source, img_size: int | None, data_spec: str) -> int | None:
-    """Built-in data keep their own size; folders are resized to the model preset's size."""
-    if img_size is not None or str(data_spec).partition(":")[0] in ("digits", "planted"):
-        return img_size
-    from ..models.build import _resolve
+    """The size images are loaded at: ``--img-size``, else the size the genotype was searched
+    at, else a built-in set's own size, else (folders) the model preset's size."""
+    from ..models import recorded_config
+    from ..models.build import resolve_source
 
-    preset, _ = _resolve(source)
-    size = preset.config.get("img_size", 224)
+    if img_size is not None:
+        return img_size
+    preset, genotype = resolve_source(source)
+    recorded = None if genotype is None else recorded_config(genotype).get("img_size")
+    if recorded is None and str(data_spec).partition(":")[0] in ("digits", "planted"):
+        return None
+    size = recorded if recorded is not None else preset.config.get("img_size", 224)
     return size if isinstance(size, int) else size[0]
 
 
@@ -95,6 +100,8 @@ def run_train(args) -> int:
         raise CLIError(f"--out {out}: already holds a training run; pass --resume to continue it, or another --out")
     source = _genotype_source(args.source)
     overrides = parse_overrides(args.set)
+    check_model_options(source, args.img_size, overrides)
+    set_crash_log(out / "log.txt")
     data = load_data(args.data, img_size=_data_size(source, args.img_size, args.data), batch_size=args.batch_size,
                      seed=args.seed)
     torch.manual_seed(args.seed)

@@ -6,13 +6,13 @@ safetensors weights. Nothing here imports :mod:`scansearch.searchers`.
 """
 from .base import ScanModel
 from .blocks import Block, GatedCNN
-from .build import FAMILIES, build_from_config, build_model
-from .errors import ModelError
+from .build import FAMILIES, build_from_config, build_model, model_config, recorded_config
+from .errors import ModelError, ShapeError
 from .io import load_model, save_model
 from .mixer import DirectionSubset, SCAttn, ScanMixer
 from .presets import PRESETS, Preset, Published, get_preset, list_presets
 
 __all__ = [
     "Block", "DirectionSubset", "FAMILIES", "GatedCNN", "ModelError", "PRESETS", "Preset", "Published", "SCAttn", "ScanMixer",
-    "ScanModel", "build_from_config", "build_model", "get_preset", "list_presets", "load_model", "save_model",
+    "ScanModel", "ShapeError", "build_from_config", "build_model", "get_preset", "model_config", "recorded_config", "list_presets", "load_model", "save_model",
 ]

@@ -34,7 +34,7 @@ def family_class(name: str) -> type[ScanModel]:
         raise ModelError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
 
 
-def _resolve(spec) -> tuple[Preset, Genotype | None]:
+def resolve_source(spec) -> tuple[Preset, Genotype | None]:
     """(preset, genotype or None) from a preset name, a Genotype or a genotype file."""
     if isinstance(spec, Genotype):
         return _preset_for(spec, "genotype"), spec
@@ -86,13 +86,33 @@ def build_model(preset_or_genotype, num_classes: int = 1000, img_size: int | tup
 
     A genotype builds the preset it names (``model:``) with its layers; a bare family name
     in ``model:`` takes that family's micro preset (isotropic families: with the genotype's
-    depth). ``overrides`` set config fields (``dim=64``, ``drop_path_rate=0.1``, ...);
+    depth). What a searched genotype records about the model it was searched on (its
+    provenance's ``img_size`` and ``model_overrides``, see :func:`recorded_config`) applies
+    unless ``img_size`` or ``overrides`` say otherwise, so the model built is the model
+    searched. ``overrides`` set config fields (``dim=64``, ``drop_path_rate=0.1``, ...);
     ``backend`` picks the scan backend of every mixer (None: the dispatcher's choice).
     The model carries ``.genotype`` (a Genotype) and ``.config`` (a plain dict).
     """
-    preset, genotype = _resolve(preset_or_genotype)
+    cfg, genotype = model_config(preset_or_genotype, num_classes, img_size, in_chans, **overrides)
+    model = family_class(cfg.family)(cfg, genotype.layers)
+    model.genotype = genotype
+    if backend is not None:
+        model.set_backend(backend)
+    return model
+
+
+def model_config(preset_or_genotype, num_classes: int = 1000, img_size: int | tuple[int, int] | None = None,
+                 in_chans: int = 3, **overrides: Any):
+    """The checked config and the genotype :func:`build_model` would build from these arguments,
+    without building anything: every field's type and range, and the layer count, are checked
+    here (a :class:`ModelError` naming the field)."""
+    preset, genotype = resolve_source(preset_or_genotype)
+    if genotype is not None:
+        recorded = recorded_config(genotype)
+        recorded_size = recorded.pop("img_size", None)
+        img_size = recorded_size if img_size is None else img_size
+        overrides = {**recorded, **overrides}
     family = preset.family
-    cls = family_class(family)
     values = {k: v for k, v in preset.config.items() if k != "family"}
     values.update(preset=preset.name, num_classes=num_classes, in_chans=in_chans)
     if img_size is not None:
@@ -100,16 +120,32 @@ def build_model(preset_or_genotype, num_classes: int = 1000, img_size: int | tup
     if genotype is not None and genotype.model == family and family in ISOTROPIC and "depth" not in overrides:
         values["depth"] = len(genotype.layers)
     values.update(overrides)
-    cfg = cls.config_cls.from_dict({"family": family, **values}, where=preset.name)
+    cfg = family_class(family).config_cls.from_dict({"family": family, **values}, where=preset.name)
     if genotype is None:
         genotype = preset_genotype(preset, cfg)
     elif len(genotype.layers) != cfg.num_layers:
         raise ModelError(f"genotype has {len(genotype.layers)} layers, {preset.name} has {cfg.num_layers}")
-    model = cls(cfg, genotype.layers)
-    model.genotype = genotype
-    if backend is not None:
-        model.set_backend(backend)
-    return model
+    return cfg, genotype
+
+
+def recorded_config(genotype: Genotype) -> dict[str, Any]:
+    """The config fields a genotype records about the model it was searched on.
+
+    A search writes ``img_size`` and the fields it changed from the preset
+    (``model_overrides``, e.g. ``{patch_size: 2}``) into the provenance; the result maps
+    config field names to values (``img_size`` included).
+    """
+    provenance = genotype.provenance
+    recorded: dict[str, Any] = {}
+    overrides = provenance.get("model_overrides")
+    if overrides is not None:
+        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+            raise ModelError(f"genotype provenance: model_overrides must map config fields to values, "
+                             f"got {overrides!r}")
+        recorded.update(overrides)
+    if provenance.get("img_size") is not None:
+        recorded["img_size"] = provenance["img_size"]
+    return recorded
 
 
 def build_from_config(config: dict[str, Any], genotype: Genotype, where: str = "config") -> ScanModel:

@@ -6,6 +6,7 @@ Every field has a default; ``from_dict`` rejects unknown keys and wrong types wi
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,10 @@ CHOICES = {
     "merge": ("sum", "mean"),
     "norm": ("rms", "layer"),
 }
+# Float fields that scale a width or divide: strictly positive.
+POSITIVE = ("expand", "ssm_ratio", "cnn_expansion", "head_mlp_ratio", "conv_ratio", "norm_eps")
+# Probabilities of dropping: in [0, 1).
+RATES = ("drop_rate", "drop_path_rate", "head_dropout")
 
 
 def _is_int(v: object) -> bool:
@@ -53,8 +58,12 @@ def _check_value(name: str, value: Any, default: Any, where: str) -> Any:
             raise bad
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise bad
+        if name in POSITIVE and value <= 0:
+            raise ModelError(f"{where}: field {name!r} must be positive, got {value!r}")
+        if name in RATES and value >= 1:
+            raise ModelError(f"{where}: field {name!r} is a rate in [0, 1), got {value!r}")
         return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) and v >= 1 for v in value):
@@ -106,6 +115,12 @@ class ModelConfig:
         if self.cnn_kernel % 2 == 0:
             raise ModelError(f"{where}: cnn_kernel must be odd, got {self.cnn_kernel}")
 
+    def check_width(self, where: str, name: str, ratio: float, dim: int) -> None:
+        """A layer ``ratio * dim`` wide must have at least one channel."""
+        if int(ratio * dim) < 1:
+            raise ModelError(f"{where}: {name} = {ratio:g} gives int({ratio:g} * {dim}) = 0 channels; "
+                             f"raise {name} or the width")
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"family": self.family}
         for f in dataclasses.fields(self):
@@ -140,3 +155,6 @@ class Staged:
         super().check(where)
         if len(self.depths) != len(self.dims):
             raise ModelError(f"{where}: depths {list(self.depths)} and dims {list(self.dims)} differ in length")
+        if min(self.dims) >= 1:
+            self.check_width(where, "cnn_expansion", self.cnn_expansion, min(self.dims))
+            self.check_width(where, "ssm_ratio", self.ssm_ratio, min(self.dims))

@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import spaces
-from .errors import ModelError
+from .errors import ModelError, ShapeError
 
 CONV_PLACEMENTS = ("sequence", "image")
 MERGES = ("sum", "mean")
@@ -63,7 +63,7 @@ def sequence_orders(directions: Sequence[str], H: int, W: int, n_tokens: int,
     if n_tokens == grid:
         return base
     if n_tokens != grid + 1:
-        raise ModelError(f"a sequence of {n_tokens} tokens does not fit a {H}x{W} grid "
+        raise ShapeError(f"a sequence of {n_tokens} tokens does not fit a {H}x{W} grid "
                          f"(expected {grid}, or {grid + 1} with a class token)")
     pos = grid // 2
     shifted = base + (base >= pos).long()  # grid token i sits at sequence index i, or i+1 after the class token
@@ -233,7 +233,7 @@ class ScanMixer(nn.Module):
             return params
         if indices.dim() != 1 or len(indices) == 0 or int(indices.min()) < 0 \
                 or int(indices.max()) >= self.num_directions:
-            raise ModelError(f"a direction subset must index [0, {self.num_directions}), got {indices.tolist()}")
+            raise ShapeError(f"a direction subset must index [0, {self.num_directions}), got {indices.tolist()}")
         return {name: None if p is None else p.index_select(0, indices) for name, p in params.items()}
 
     def scan_each(self, u, delta, A, B, C, D, orders, z, scan_args) -> torch.Tensor:
@@ -250,7 +250,7 @@ class ScanMixer(nn.Module):
 
     def _merge_weights(self, weights: torch.Tensor | None, x: torch.Tensor, K: int) -> torch.Tensor | None:
         if weights is not None and weights.shape != (K,):
-            raise ModelError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
+            raise ShapeError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
         if self.merge == "mean":  # Vim's if_devide_out: the directions are averaged, not summed
             return (weights if weights is not None else x.new_ones(K)) / K
         return weights
@@ -272,7 +272,7 @@ class ScanMixer(nn.Module):
         batch, L, Di = x_in.shape
         H, W = hw
         if L != H * W:
-            raise ModelError(f"the image-space convolution needs {H}x{W}={H * W} tokens, got {L}")
+            raise ShapeError(f"the image-space convolution needs {H}x{W}={H * W} tokens, got {L}")
         grid = x_in.transpose(1, 2).reshape(batch, Di, H, W)
         return F.silu(self.conv2d(grid)).flatten(2).transpose(1, 2)
 
@@ -293,7 +293,7 @@ class ScanMixer(nn.Module):
         """A new mixer that keeps the chosen directions (their own parameters copied, shared ones too)."""
         indices = [int(i) for i in indices]
         if not indices or any(i < 0 or i >= self.num_directions for i in indices) or len(set(indices)) != len(indices):
-            raise ModelError(f"select: indices must be distinct and in [0, {self.num_directions}), got {indices}")
+            raise ShapeError(f"select: indices must be distinct and in [0, {self.num_directions}), got {indices}")
         child = copy.deepcopy(self)
         child.directions = tuple(self.directions[i] for i in indices)
         child._orders = {}

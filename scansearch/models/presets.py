@@ -1,5 +1,6 @@
 """Every preset, timm style: a small registered function per model with its config in plain
-sight and its published figures beside it (``shared/anchors/published.yaml``).
+sight and its published figures beside it (the tests check them against
+``tests/data/anchors/published.yaml``).
 
 ``layers`` in a preset is one of: a tuple of directions used by every layer, a shipped
 genotype's name (LocalMamba's searched directions), or ``"none"`` (every layer a gated CNN).

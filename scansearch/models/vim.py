@@ -56,6 +56,8 @@ class VimConfig(ModelConfig):
             raise ModelError(f"{where}: rope needs dim divisible by 4, got {self.dim}")
         if min(self.patch_size, self.dim, self.depth, self.d_state, self.d_conv) < 1:
             raise ModelError(f"{where}: patch_size, dim, depth, d_state and d_conv must be >= 1")
+        self.check_width(where, "expand", self.expand, self.dim)
+        self.check_width(where, "cnn_expansion", self.cnn_expansion, self.dim)
 
 
 class RotaryEmbedding2D(nn.Module):
