@@ -6,9 +6,11 @@ import torch
 import torch.nn as nn
 
 from scansearch.genotype import Genotype
-from scansearch.models import DirectionSubset, ModelError, ScanMixer, build_model
+from scansearch.models import DirectionSubset, ModelError, ScanMixer, ShapeError, build_model
 from scansearch.searchers.supernet import MixedLayer, Supernet
 from scansearch.spaces import load_space
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 TINY = dict(dim=8, depth=2, d_state=4, expand=1.0)
 
@@ -26,9 +28,22 @@ def test_every_layer_holds_every_candidate():
         assert mixer.directions == net.space.candidates
         assert mixer.attn is None  # no SCAttn: one fused call per layer
         assert mixer.x_proj_weight.shape[0] == 8
-    names = {n for n, _ in net.named_parameters()}
-    assert "alphas" in names and "alphas" not in {id(p) for p in net.weight_parameters()}
-    assert all(p is not net.alphas for p in net.weight_parameters())
+
+
+def test_weights_and_alphas_split_the_parameters():
+    """alphas is the only architecture parameter, never a weight (by identity); the weights
+    plus alphas are every parameter exactly once, and ``is_weight`` picks the same weights."""
+    for net in (tiny_supernet(), tiny_supernet("local8_none")):
+        weights = list(net.weight_parameters())
+        arch = net.arch_parameters()
+        assert len(arch) == 1 and arch[0] is net.alphas
+        assert all(p is not net.alphas for p in weights)
+        everything = list(net.parameters())
+        split = [id(p) for p in weights] + [id(net.alphas)]
+        assert len(split) == len(set(split)) == len(everything)  # nothing twice
+        assert set(split) == {id(p) for p in everything}  # nothing left out
+        by_filter = [p for name, p in net.named_parameters() if Supernet.is_weight(name, p)]
+        assert [id(p) for p in by_filter] == [id(p) for p in weights]
 
 
 def test_forward_and_alpha_gradient():
@@ -40,18 +55,50 @@ def test_forward_and_alpha_gradient():
     assert net.alphas.grad is not None and net.alphas.grad.abs().sum() > 0
 
 
-def test_fused_supernet_matches_float64_reference():
-    """The fused weighted op (torch backend) against the reference loop in float64."""
+def test_fused_supernet_matches_float64_reference(monkeypatch):
+    """The fused weighted op (torch backend) against the reference loop, both in float64:
+    ``set_backend`` really switches every mixer (a spy counts each backend's calls), and each
+    layer's output and the alpha gradient agree to float64 precision, not float32's."""
+    import scansearch.kernels.api as api
+    import scansearch.kernels.torch_backend as torch_backend
+
+    calls = {"reference": 0, "torch": 0}
+
+    def counting(name, fn):
+        def spy(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return spy
+
+    monkeypatch.setattr(api, "multi_scan_ref", counting("reference", api.multi_scan_ref))
+    monkeypatch.setattr(torch_backend, "forward", counting("torch", torch_backend.forward))
     net = tiny_supernet().double()
     with torch.no_grad():
         net.alphas.normal_(0, 1)
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
-    fast = net.model.set_backend("torch")
-    out = net(x)
-    net.model.set_backend("reference")
-    ref = net(x)
-    torch.testing.assert_close(out, ref, rtol=6e-4, atol=2e-3)
-    fast.set_backend(None)
+    mixers = list(net.model.mixers())
+    outputs = {}
+    for i, mixer in enumerate(mixers):  # the logits hardly depend on a freshly initialised mixer: compare each
+        mixer.register_forward_hook(lambda module, args, out, i=i: outputs.__setitem__(i, out))
+
+    def run(backend):
+        assert net.model.set_backend(backend) is net.model  # it returns the model, for chaining
+        assert all(m.backend == backend for m in mixers)
+        net.zero_grad()
+        logits = net(x)
+        logits.square().sum().backward()
+        return logits, [outputs[i] for i in range(len(mixers))], net.alphas.grad.clone()
+
+    fast = run("torch")
+    assert calls == {"reference": 0, "torch": len(mixers)}
+    ref = run("reference")
+    assert calls == {"reference": len(mixers), "torch": len(mixers)}
+    assert fast[0].dtype == ref[0].dtype == torch.float64
+    for a, b in zip([fast[0], *fast[1], fast[2]], [ref[0], *ref[1], ref[2]]):
+        # float64 agrees to ~1e-16 relative here; a float32 step anywhere would be ~1e-7
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * b.abs().max().item())
+    net.model.set_backend(None)
+    assert all(m.backend is None for m in mixers)
 
 
 def test_fused_supernet_matches_one_scan_per_candidate():
@@ -77,7 +124,7 @@ def test_direction_subset_equals_selected_mixer():
     out.sum().backward()
     unused = mixer.x_proj_weight.grad[[0, 2, 4]]
     assert torch.count_nonzero(unused) == 0 and torch.count_nonzero(mixer.x_proj_weight.grad[[1, 3]]) > 0
-    with pytest.raises(ModelError, match="direction subset"):
+    with pytest.raises(ShapeError, match="direction subset"):  # a caller's bug, not the user's input
         mixer(x, (4, 4), DirectionSubset(torch.tensor([7]), torch.ones(1)))
 
 
@@ -133,9 +180,48 @@ def test_space_with_none_mixes_a_gated_cnn():
     weights = torch.softmax(net.alphas[0], 0)
     torch.testing.assert_close(block.mixer(tokens, hw, weights), block.mixer.cnn(tokens, hw), rtol=1e-4, atol=1e-5)
     assert net(x).shape == (2, 3)
-    net.gumbel_k = 3
+
+
+def test_gumbel_backward_reaches_exactly_the_sampled_paths():
+    """With ``set_gumbel``, a backward reaches the alphas and per-direction SSM parameters of
+    the sampled candidates only, and the gated CNN exactly where ``none`` was sampled."""
+    net = tiny_supernet("local8_none")
+    none = net.space.candidates.index("none")
+    with torch.no_grad():  # Gumbel noise lies in [-3.14, 23.03]: a gap of 30 fixes whether `none` is drawn
+        net.alphas.zero_()
+        net.alphas[0, none] = 30.0  # layer 0 always samples none
+        net.alphas[1, none] = -30.0  # layer 1 never does
+    net.set_gumbel(3, tau=10.0)  # a high temperature keeps every sampled weight well above zero
+    assert net.gumbel_k == 3 and net.tau == 10.0
+    samples, sample = [], net.sample
+
+    def recording_sample(logits):
+        samples.append(sample(logits))
+        return samples[-1]
+
+    net.sample = recording_sample  # layer_weights() calls self.sample: see what each layer drew
     net.train()
-    net(x).sum().backward()
+    torch.manual_seed(0)
+    net(torch.randn(2, 1, 8, 8)).sum().backward()
+    assert len(samples) == net.num_layers == 2 and net.alphas.grad is not None
+    assert none in samples[0].indices.tolist() and none not in samples[1].indices.tolist()
+    for layer, (subset, block) in enumerate(zip(samples, net.model.blocks())):
+        picked = subset.indices.tolist()
+        assert len(picked) == len(set(picked)) == 3
+        grad = net.alphas.grad[layer]
+        assert all(grad[i] != 0 for i in picked), (layer, picked, grad)
+        assert all(grad[i] == 0 for i in range(len(net.candidates)) if i not in picked), (layer, picked, grad)
+        mixer = block.mixer
+        patterns = [int(mixer.to_pattern[i]) for i in picked if i != none]
+        for name in ("x_proj_weight", "A_log", "D"):
+            g = getattr(mixer.scan, name).grad
+            for k in range(len(mixer.directions)):
+                assert (torch.count_nonzero(g[k]) > 0) == (k in patterns), (layer, name, k, patterns)
+        cnn_grads = [p.grad for p in mixer.cnn.parameters()]
+        if none in picked:
+            assert all(g is not None and torch.count_nonzero(g) > 0 for g in cnn_grads)
+        else:
+            assert all(g is None or torch.count_nonzero(g) == 0 for g in cnn_grads)
 
 
 def test_mambaout_and_bad_options_are_refused():
@@ -155,10 +241,31 @@ def test_vmamba_supernet_runs():
 
 
 def test_derived_model_builds_from_discretised_supernet():
+    """Discretising known alphas keeps, per layer, the top-k candidates by alpha in the space's
+    candidate order, records the weights and provenance, and the derived model scans exactly
+    those directions."""
     from scansearch.searchers.discretize import discretize
 
     net = tiny_supernet()
-    genotype = discretize(net.alphas, net.space, model="local_vim_micro", grid=(8, 8), provenance={"seed": 0})
-    assert isinstance(genotype, Genotype) and all(len(layer) == 4 for layer in genotype.layers)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        net.alphas.copy_(torch.randn_like(net.alphas))
+    candidates = net.space.candidates
+    expected, by_rank = [], []
+    for row in net.alphas.detach():
+        top = torch.topk(row, net.space.k).indices.tolist()  # strongest first
+        by_rank.append(tuple(candidates[i] for i in top))
+        expected.append(tuple(candidates[i] for i in sorted(top)))
+    assert by_rank != expected  # the ranking order differs from the candidate order: the test tells them apart
+    provenance = {"searcher": "test", "seed": 5}
+    genotype = discretize(net.alphas, net.space, model="local_vim_micro", grid=(8, 8), provenance=provenance)
+    assert isinstance(genotype, Genotype)
+    assert genotype.layers == tuple(expected)
+    assert genotype.model == "local_vim_micro" and genotype.space == "local8" and genotype.grid == (8, 8)
+    assert genotype.provenance == provenance
+    torch.testing.assert_close(torch.tensor(genotype.alphas), torch.softmax(net.alphas.detach(), -1),
+                               atol=1e-6, rtol=0)
     model = build_model(genotype, num_classes=3, in_chans=1, **TINY)
+    assert [m.directions for m in model.mixers()] == expected
+    assert all(m.attn is not None for m in model.mixers())  # the preset's SCAttn is back
     assert model(torch.randn(1, 1, 8, 8)).shape == (1, 3)

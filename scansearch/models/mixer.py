@@ -109,6 +109,10 @@ class SCAttn(nn.Module):
         return ys * attn
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class ScanMixer(nn.Module):
     """Mamba mixer over ``directions`` (pattern names); forward ``(x, hw, weights=None)`` with
     x channel-last (B, L, dim) in image order, returns (B, L, dim)."""
@@ -210,13 +214,14 @@ class ScanMixer(nn.Module):
         scan_order = self.conv == "sequence"
         u = self._sequence_conv(x_in, orders, params) if scan_order else self._image_conv(x_in, hw)
         delta, B, C = self._project(u, params)
-        A = -torch.exp(params["A_log"].float())
+        fp = _at_least_fp32  # mamba keeps the SSM parameters in fp32; fp64 models stay fp64
+        A = -torch.exp(fp(params["A_log"]))
         weights = self._merge_weights(weights, x, orders.shape[0])
         gate_in_scan = self.out_norm is None  # VMamba normalises the merged output before the gate
-        scan_args = dict(delta_bias=params["dt_proj_bias"].float(), delta_softplus=True, scan_order=scan_order,
+        scan_args = dict(delta_bias=fp(params["dt_proj_bias"]), delta_softplus=True, scan_order=scan_order,
                          backend=self.backend)
         gate = z if gate_in_scan else None
-        D = params["D"].float()
+        D = fp(params["D"])
         if self.attn is None:
             y = multi_scan(u, delta, A, B, C, D, orders, weights=weights, z=gate, **scan_args)
         else:  # LocalVim gates each direction before its attention, LocalVMamba after the merge
