@@ -7,9 +7,11 @@ under ``TRITON_INTERPRET=1``). See :func:`resolve_backend` for how one is chosen
 from .api import multi_scan, selective_scan
 from .dispatch import BackendError, available_backends, backend_report, resolve_backend
 from .reference import multi_scan_ref, selective_scan_ref
+from .validate import OrderError
 
 __all__ = [
     "BackendError",
+    "OrderError",
     "available_backends",
     "backend_report",
     "multi_scan",

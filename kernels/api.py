@@ -26,7 +26,8 @@ def multi_scan(u, delta, A, B, C, D, orders, weights=None, delta_bias=None, delt
     B, C (batch, L, K, N); direction k reads token ``orders[k, t]`` at step t.
     Scan order (``scan_order=True``): u (batch, L, K, dim) and delta, B, C already in
     each direction's scan order. A (K, dim, N); D (K, dim) or None; orders (K, L)
-    permutations; weights (K,) or None (ones); delta_bias (K, dim) or None;
+    permutations of range(L) (else :class:`OrderError`; checked once per table and
+    version); weights (K,) or None (ones); delta_bias (K, dim) or None;
     z (batch, L, dim) or None, a gate ``silu(z)`` after the merge.
 
     Returns (batch, L, dim) = silu(z) * sum_k weights[k] * unpermute_k(scan_k) in u's
@@ -35,9 +36,10 @@ def multi_scan(u, delta, A, B, C, D, orders, weights=None, delta_bias=None, delt
     """
     check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order)
     name = resolve_backend(u, backend)
-    orders = orders.long()
     if name == "reference":
-        return multi_scan_ref(u, delta, A, B, C, D, orders, weights, delta_bias, delta_softplus, z, scan_order)
+        return multi_scan_ref(u, delta, A, B, C, D, orders.long(), weights, delta_bias, delta_softplus, z,
+                              scan_order)
+    # the table goes to the op as given (no fresh .long() copy), so the op's check hits the cache
     out, _, _ = torch.ops.scansearch.multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z,
                                                 bool(delta_softplus), bool(scan_order), name)
     return out

@@ -29,20 +29,33 @@ def _interpret() -> bool:
     return os.environ.get(ENV_INTERPRET, "") == "1"
 
 
-def _triton_version() -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return None
+def _triton_import() -> tuple[str | None, str | None]:
+    """(triton's version, None) when it imports, else (None, why not in one line): "not
+    installed" only when there is no triton to import; otherwise the import's own error,
+    since a broken install (a missing libcuda, a mismatched torch) needs a different fix."""
+    try:
+        missing = importlib.util.find_spec("triton") is None
+    except (ImportError, ValueError) as exc:  # a half-imported or stubbed triton in sys.modules
+        return None, f"triton cannot be found: {_one_line(exc)}"
+    if missing:
+        return None, "triton is not installed (pip install triton)"
     try:
         import triton
-    except Exception:  # a broken install is reported as missing, with its reason elsewhere
-        return None
-    return getattr(triton, "__version__", "unknown")
+    except Exception as exc:
+        return None, f"triton fails to import: {_one_line(exc)}"
+    return getattr(triton, "__version__", "unknown"), None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _triton_problem(device_type: str) -> str | None:
     """Why the triton backend cannot run on ``device_type`` tensors (None if it can)."""
-    if _triton_version() is None:
-        return "triton is not installed (pip install triton)"
+    version, why = _triton_import()
+    if version is None:
+        return why
     if device_type == "cuda":
         if not torch.cuda.is_available():
             return "CUDA is not available"
@@ -101,9 +114,11 @@ def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
 def backend_report() -> dict:
     """Everything ``scansearch doctor`` shows about the scan kernels."""
     cuda = torch.cuda.is_available()
+    triton_version, triton_error = _triton_import()
     return {
         "torch": torch.__version__,
-        "triton": _triton_version(),
+        "triton": triton_version,
+        "triton_error": triton_error,
         "cuda_available": cuda,
         "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
         "default_backend_cpu": default_backend("cpu"),

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from .torch_backend import compute_dtype
+from .validate import check_orders
 
 _GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "weights", "delta_bias", "z")
 _GRAD_INPUT = (0, 1, 2, 3, 4, 5, 7, 8, 9)  # positions of those inputs in the op's signature
@@ -37,7 +38,8 @@ def multi_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
                   z: Optional[Tensor], delta_softplus: bool, scan_order: bool,
                   backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """Fused K-direction selective scan merged in image order; see ``multi_scan``."""
-    return backend_module(backend).forward(u, delta, A, B, C, D, orders, weights, delta_bias, z,
+    check_orders("scansearch::multi_scan", orders)  # the kernels index buffers with it unchecked
+    return backend_module(backend).forward(u, delta, A, B, C, D, orders.long(), weights, delta_bias, z,
                                            delta_softplus, scan_order)
 
 
@@ -60,8 +62,9 @@ def multi_scan_backward_op(gout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B:
                            needs: list[bool]) -> list[Tensor]:
     """Gradients of ``multi_scan`` for (u, delta, A, B, C, D, weights, delta_bias, z);
     an empty tensor stands for a gradient that is not needed."""
-    grads = backend_module(backend).backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z,
-                                             delta_softplus, scan_order, ysum, ckpts, needs)
+    check_orders("scansearch::multi_scan_backward", orders)
+    grads = backend_module(backend).backward(gout, u, delta, A, B, C, D, orders.long(), weights, delta_bias,
+                                             z, delta_softplus, scan_order, ysum, ckpts, needs)
     return [g if g is not None else u.new_empty(0) for g in grads]
 
 

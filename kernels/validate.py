@@ -5,9 +5,24 @@ symbols filled in, and what was given.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class OrderError(ValueError):
+    """An orders table with a row that is not a permutation of range(L)."""
+
+
+# Verdicts on order tables, so that a model passing the same table every forward pays
+# for the check (and its GPU sync) once. Key: the table's storage (whose Python object
+# torch keeps while any tensor uses it, so views of one cached table share it) and
+# geometry; value: (weakref to that storage, version checked). The weakref guards against
+# a new table reusing a dead one's id and address; the version catches in-place changes.
+_verified: dict[tuple, tuple[weakref.ref, int]] = {}
 
 
 def _fmt(names: str, values: tuple) -> str:
@@ -73,7 +88,51 @@ def check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_
         raise ValueError(f"{fn}: orders must have shape (K, L) = ({K}, {L}), got {tuple(orders.shape)}")
     if orders.device != dev:
         raise ValueError(f"{fn}: orders is on {orders.device} but u is on {dev}; put every input on one device")
+    check_orders(fn, orders)
     return batch, L, K, dim, N
+
+
+def _traced(t: torch.Tensor) -> bool:
+    """True while tracing (torch.compile, fake or meta tensors): there are no values to check;
+    the custom op checks the real table when the compiled code runs."""
+    return torch.compiler.is_compiling() or t.device.type == "meta" or is_fake(t)
+
+
+def check_orders(fn: str, orders: torch.Tensor) -> None:
+    """Raise :class:`OrderError` unless every row of the (K, L) integer table ``orders`` is a
+    permutation of range(L). Cached per table and version: repeat calls cost no GPU sync."""
+    if _traced(orders):
+        return
+    storage = orders.untyped_storage()
+    key = (id(storage), orders.data_ptr(), tuple(orders.shape), orders.stride(), orders.dtype, orders.device)
+    # inference tensors have no version counter: their in-place edits (in inference mode) go unseen
+    version = -1 if orders.is_inference() else orders._version
+    seen = _verified.get(key)
+    if seen is not None and seen[0]() is storage and seen[1] == version:
+        return
+    _check_permutations(fn, orders)
+    _verified[key] = (weakref.ref(storage, lambda _, key=key: _verified.pop(key, None)), version)
+
+
+def _check_permutations(fn: str, orders: torch.Tensor) -> None:
+    """The check itself: one device-to-host sync, and a row-by-row search only on failure."""
+    K, L = orders.shape
+    steps = torch.arange(L, device=orders.device, dtype=orders.dtype)
+    if bool((orders.sort(dim=1).values == steps).all()):
+        return
+    table = orders.detach().cpu().long()
+    for row, entries in enumerate(table):
+        outside = (entries < 0) | (entries >= L)
+        if outside.any():
+            problem = f"entry {int(entries[outside][0])} out of range"
+        else:
+            counts = torch.bincount(entries, minlength=L)
+            if bool((counts == 1).all()):
+                continue
+            value = int((counts > 1).nonzero()[0])
+            times = int(counts[value])
+            problem = f"{value} appears {'twice' if times == 2 else f'{times} times'}"
+        raise OrderError(f"{fn}: orders row {row} is not a permutation of range({L}): {problem}")
 
 
 def check_selective_scan(u, delta, A, B, C, D, z, delta_bias):

@@ -1,5 +1,12 @@
-"""Backend choice: defaults, overrides, errors, logging, report."""
+"""Backend choice: defaults, overrides, errors, logging, report.
+
+The behaviour depends on the host (CUDA or not, triton importable or not); tests that
+name a host pin it with monkeypatch, so each checks the same thing on every host.
+"""
+import builtins
+import importlib.util
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,8 +30,47 @@ def _clean_env(monkeypatch):
     monkeypatch.setattr(dispatch, "_logged", set())
 
 
-def test_default_is_torch_on_cpu():
+def _host(monkeypatch, cuda: bool, triton: str | None = "3.9.0"):
+    """Pretend CUDA is (not) available and triton imports (or not; ``triton`` is its version)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    why = None if triton else "triton is not installed (pip install triton)"
+    monkeypatch.setattr(dispatch, "_triton_import", lambda: (triton, why))
+
+
+def _cuda_tensor():
+    return SimpleNamespace(device=torch.device("cuda"))  # resolve_backend reads only the device
+
+
+def _import_fails(monkeypatch, exc):
+    """Make ``import triton`` raise ``exc`` (the spec is still found: triton is installed)."""
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "triton" or name.startswith("triton."):
+            raise exc
+        return real(name, *args, **kwargs)
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else found(name, *a))
+    monkeypatch.setattr(builtins, "__import__", fake)
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_default_is_torch_on_cpu(monkeypatch, cuda):
+    _host(monkeypatch, cuda)
     assert resolve_backend(torch.zeros(1)) == "torch"
+
+
+def test_default_is_triton_on_cuda(monkeypatch):
+    _host(monkeypatch, cuda=True)
+    assert resolve_backend(_cuda_tensor()) == "triton"
+    _host(monkeypatch, cuda=False)
+    with pytest.raises(BackendError, match="scan backend 'triton' cannot run: CUDA is not available"):
+        resolve_backend(_cuda_tensor())
+    _host(monkeypatch, cuda=True, triton=None)
+    with pytest.raises(BackendError, match=r"triton is not installed \(pip install triton\)"):
+        resolve_backend(_cuda_tensor())
 
 
 def test_explicit_argument_wins(monkeypatch):
@@ -61,7 +107,9 @@ def test_unknown_backend_lists_valid_names(monkeypatch, via_env):
         resolve_backend(torch.zeros(1), backend)
 
 
-def test_triton_on_cpu_without_interpreter_raises():
+@pytest.mark.parametrize("cuda", [False, True])
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch, cuda):
+    _host(monkeypatch, cuda)
     with pytest.raises(BackendError, match="TRITON_INTERPRET=1") as err:
         resolve_backend(torch.zeros(1), "triton")
     assert "\n" not in str(err.value)
@@ -91,14 +139,50 @@ def test_choice_logged_once_per_backend_and_device(caplog):
                         "selective scan backend 'reference' for cpu tensors"]
 
 
-def test_available_backends_and_report(monkeypatch):
+@pytest.mark.parametrize("cuda", [False, True])
+def test_available_backends_and_report(monkeypatch, cuda):
+    _host(monkeypatch, cuda)
     monkeypatch.setenv("SCANSEARCH_BACKEND", "torch")
+    needs_cuda = "triton needs CUDA tensors; for CPU tensors set TRITON_INTERPRET=1"
     backends = available_backends()
     assert backends["reference"] == "ok" and backends["torch"] == "ok"
-    assert isinstance(backends["triton"], str) and backends["triton"]
+    assert (backends["triton"] == "ok") if cuda else backends["triton"].startswith(needs_cuda)
     report = backend_report()
-    assert report["torch"] == torch.__version__
-    assert report["default_backend_cpu"] == "torch" and report["default_backend_cuda"] == "triton"
-    assert report["SCANSEARCH_BACKEND"] == "torch" and report["TRITON_INTERPRET"] is None
-    for key in ("triton", "cuda_available", "device_name", "backends"):
-        assert key in report
+    assert report == {
+        "torch": torch.__version__, "triton": "3.9.0", "triton_error": None, "cuda_available": cuda,
+        "device_name": "Fake GPU" if cuda else "cpu", "default_backend_cpu": "torch",
+        "default_backend_cuda": "triton", "backends": backends, "SCANSEARCH_BACKEND": "torch",
+        "TRITON_INTERPRET": None,
+    }
+    _host(monkeypatch, cuda, triton=None)
+    assert available_backends()["triton"] == "triton is not installed (pip install triton)"
+    assert backend_report()["triton"] is None
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+@pytest.mark.parametrize("exc, reason", [
+    (ImportError("libcuda.so: cannot open shared object file"),
+     "triton fails to import: ImportError: libcuda.so: cannot open shared object file"),
+    (RuntimeError("Triton requires CUDA 12\n(second line of the message)"),
+     "triton fails to import: RuntimeError: Triton requires CUDA 12"),
+    (OSError(), "triton fails to import: OSError"),
+], ids=["ImportError", "RuntimeError", "empty-message"])
+def test_triton_import_failure_reported_with_its_reason(monkeypatch, cuda, exc, reason):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    _import_fails(monkeypatch, exc)
+    assert available_backends()["triton"] == reason
+    report = backend_report()
+    assert report["triton"] is None and report["triton_error"] == reason
+    assert report["backends"]["triton"] == reason
+    for tensor in (_cuda_tensor(), torch.zeros(1)):
+        with pytest.raises(BackendError) as err:
+            resolve_backend(tensor, "triton")
+        assert str(err.value) == f"scan backend 'triton' cannot run: {reason}"
+
+
+def test_not_installed_only_when_missing(monkeypatch):
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else found(name, *a))
+    assert available_backends()["triton"] == "triton is not installed (pip install triton)"
+    assert backend_report()["triton_error"] == "triton is not installed (pip install triton)"

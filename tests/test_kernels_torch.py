@@ -5,7 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scansearch.kernels import multi_scan, selective_scan
+from scansearch.kernels.alloc import poisoned
 from scansearch.kernels.testing import (
+    FWD_TOL,
     check_multi_scan,
     check_selective_scan,
     make_multi_scan_inputs,
@@ -49,17 +51,45 @@ def test_multi_scan_random_orders_long_sequence():
     check_multi_scan("torch", x, orders)
 
 
-def test_multi_scan_int32_orders_and_no_grad_inputs():
-    x, orders = make_multi_scan_inputs(2, 4, 4, 2, 5, 4, seed=5)
-    ref = multi_scan(*(x[k] for k in ("u", "delta", "A", "B", "C", "D")), orders, x["weights"],
-                     x["delta_bias"], True, x["z"], backend="reference")
-    out = multi_scan(*(x[k] for k in ("u", "delta", "A", "B", "C", "D")), orders.int(), x["weights"],
-                     x["delta_bias"], True, x["z"], backend="torch")
-    torch.testing.assert_close(out, ref, rtol=6e-4, atol=2e-3)
-    # gradient for one input only: the others get none and nothing breaks
-    u = x["u"].clone().requires_grad_()
-    multi_scan(u, x["delta"], x["A"], x["B"], x["C"], None, orders, backend="torch").sum().backward()
-    assert u.grad is not None and torch.isfinite(u.grad).all()
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "weights", "delta_bias", "z")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", GRAD_NAMES)
+def test_multi_scan_int32_orders_one_gradient(name, dtype):
+    # only `name` needs a gradient: it matches the float64 reference, the others get none
+    seed = 40 + GRAD_NAMES.index(name) + (100 if dtype == torch.float64 else 0)
+    x, orders = make_multi_scan_inputs(2, 4, 5, 3, 5, 4, dtype=dtype, seed=seed)
+    orders[2] = torch.randperm(20, generator=torch.Generator().manual_seed(seed))
+    keys = ("u", "delta", "A", "B", "C", "D")
+    ours = {k: v.clone() for k, v in x.items()}
+    ref = {k: v.to(torch.float64) for k, v in x.items()}
+    ours[name].requires_grad_()
+    ref[name].requires_grad_()
+    with poisoned():
+        out = multi_scan(*(ours[k] for k in keys), orders.int(), ours["weights"], ours["delta_bias"], True,
+                         ours["z"], backend="torch")
+    expected = multi_scan(*(ref[k] for k in keys), orders, ref["weights"], ref["delta_bias"], True, ref["z"],
+                          backend="reference")
+    torch.testing.assert_close(out.to(torch.float64), expected, rtol=FWD_TOL[dtype][0], atol=FWD_TOL[dtype][1])
+    gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    with poisoned():
+        out.backward(gout.to(dtype))
+    expected.backward(gout)
+    assert [k for k, v in ours.items() if v.grad is not None] == [name]
+    rtol, atol = FWD_TOL[dtype]  # mamba's forward tolerance, tighter than its gradient ones
+    torch.testing.assert_close(ours[name].grad.to(torch.float64), ref[name].grad, rtol=rtol, atol=atol)
+
+
+def test_multi_scan_gradient_without_D():
+    x, orders = make_multi_scan_inputs(2, 4, 4, 2, 5, 4, has_D=False, seed=6)
+    grads = {}
+    for backend, dtype in (("torch", torch.float32), ("reference", torch.float64)):
+        u = x["u"].to(dtype).clone().requires_grad_()
+        rest = (x[k].to(dtype) for k in ("delta", "A", "B", "C"))
+        multi_scan(u, *rest, None, orders, backend=backend).sum().backward()
+        grads[backend] = u.grad
+    torch.testing.assert_close(grads["torch"].double(), grads["reference"], rtol=6e-4, atol=2e-3)
 
 
 # (groups_B, groups_C, dim, L, has_D, has_z, has_bias, softplus, return_last_state)

@@ -191,13 +191,22 @@ class ScanMixer(nn.Module):
                     self.conv1d_bias.uniform_(-bound, bound)
 
     # -- orders ------------------------------------------------------------------------------
-    def orders(self, H: int, W: int, n_tokens: int, device: torch.device) -> torch.Tensor:
+    def orders(self, H: int, W: int, n_tokens: int, device: torch.device,
+               subset: torch.Tensor | None = None) -> torch.Tensor:
+        """The (K, L) order table of these directions (or of the ``subset`` rows), cached: the
+        kernels check a table once, so every forward must hand them the same tensor."""
         key = (H, W, n_tokens, str(device))
         table = self._orders.get(key)
         if table is None:
             table = sequence_orders(self.directions, H, W, n_tokens, device)
             self._orders[key] = table
-        return table
+        if subset is None:
+            return table
+        key = (*key, tuple(subset.tolist()))
+        rows = self._orders.get(key)
+        if rows is None:
+            rows = self._orders[key] = table.index_select(0, subset.to(table.device))
+        return rows
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, hw: tuple[int, int],
@@ -206,10 +215,11 @@ class ScanMixer(nn.Module):
         :class:`DirectionSubset` to scan only those directions."""
         batch, L, _ = x.shape
         H, W = hw
-        orders = self.orders(H, W, L, x.device)
-        params = self._direction_params(weights.indices if isinstance(weights, DirectionSubset) else None)
+        subset = weights.indices if isinstance(weights, DirectionSubset) else None
+        params = self._direction_params(subset)  # checks the subset's indices
+        orders = self.orders(H, W, L, x.device, subset)
         if isinstance(weights, DirectionSubset):
-            orders, weights = orders.index_select(0, weights.indices), weights.weights
+            weights = weights.weights
         x_in, z = self.in_proj(x).chunk(2, dim=-1)
         scan_order = self.conv == "sequence"
         u = self._sequence_conv(x_in, orders, params) if scan_order else self._image_conv(x_in, hw)
