@@ -1,4 +1,4 @@
-"""Data for search and training: built-in ``digits`` and ``planted``, or an image folder.
+"""Data for search and training: built-in ``digits`` and ``planted``, an IDX folder or an image folder.
 
 ``load_data(spec)`` is the one entry point::
 
@@ -6,6 +6,8 @@
     data = load_data("planted")                      # 16x16 2x2-motif task (see data/planted.py)
     data = load_data("planted:grid=24,motifs_per_image=8")
     data = load_data(PlantedConfig(grid=24))
+    data = load_data("~/data/fashion-mnist")         # IDX files, as MNIST ships (see data/idx.py)
+    data = load_data("~/data/mnist:n_train=2500,n_val=500,n_test=1000")
     data = load_data("~/data/CUB_200_2011", img_size=224)
     for images, labels in data.train: ...            # (B, C, H, W) float, normalised; (B,) long
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from .bundle import DataBundle, DataError, TensorLoader, stratified_split
 from .digits import load_digits
 from .folders import load_folder
+from .idx import is_idx_folder, load_idx, read_idx, split_options
 from .images import FolderLoader, default_workers
 from .planted import PlantedConfig, generate_planted, load_planted, planted_motifs, signal_multiset
 
@@ -31,8 +34,8 @@ BUILTINS = ("digits", "planted")
 
 __all__ = [
     "BUILTINS", "DataBundle", "DataError", "FolderLoader", "PlantedConfig", "TensorLoader", "default_workers",
-    "generate_planted", "load_data", "load_digits", "load_folder", "load_planted", "planted_motifs",
-    "signal_multiset", "stratified_split",
+    "generate_planted", "is_idx_folder", "load_data", "load_digits", "load_folder", "load_idx", "load_planted",
+    "planted_motifs", "read_idx", "signal_multiset", "stratified_split",
 ]
 
 
@@ -40,8 +43,10 @@ def load_data(spec: str | os.PathLike | PlantedConfig, *, img_size: int | None =
               batch_size: int = 64, seed: int = 0, workers: int | None = None, augment: bool = True) -> DataBundle:
     """Load a data set by name, planted config or folder path; see the module docstring.
 
-    ``seed`` fixes the splits, the shuffling and the augmentation. ``workers`` applies
-    to folders only (built-ins need none); ``augment=False`` turns off training
+    A folder of IDX files is recognised before the image-folder layouts and is the one
+    folder that takes options (``PATH:n_train=...``). ``seed`` fixes the splits, the
+    shuffling and the augmentation. ``workers`` applies to image folders only (in-memory
+    sets need none); ``augment=False`` turns off training
     augmentation. Raises ``DataError`` with one line for anything that cannot be used.
     """
     if isinstance(spec, PlantedConfig):
@@ -51,8 +56,14 @@ def load_data(spec: str | os.PathLike | PlantedConfig, *, img_size: int | None =
     if isinstance(spec, str) and spec.strip().partition(":")[0] == "planted":
         config = PlantedConfig.from_spec(spec.strip())
         return load_planted(config, img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed)
+    spec, options = split_options(spec) if isinstance(spec, str) else (spec, None)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"no such data set or folder: {str(spec)!r} (built-in: {', '.join(BUILTINS)})")
+    if is_idx_folder(path):
+        return load_idx(path, options, img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed,
+                        augment=augment)
+    if options is not None:
+        raise DataError(f"{path}: options ({options}) apply to IDX folders only (no train-images-idx3-ubyte here)")
     return load_folder(path, img_size=img_size, in_chans=in_chans, batch_size=batch_size, seed=seed,
                        workers=workers, augment=augment)
