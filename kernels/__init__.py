@@ -1,4 +1,5 @@
-"""Selective scans: one direction (mamba's signature) and K directions merged in image order.
+"""Selective scans: one direction (mamba's signature) and K directions in image order, merged
+(weighted sum) or each on its own (``multi_scan(..., merge=False)``).
 
 Backends: ``reference`` (readable loops, the oracle), ``torch`` (vectorised CPU
 path with a hand-written backward), ``triton`` (fused CUDA kernels; CPU tensors

@@ -15,12 +15,13 @@ from . import op  # noqa: F401  (registers the custom ops)
 from .dispatch import resolve_backend
 from .op import backend_module
 from .reference import multi_scan_ref, selective_scan_ref
+from .torch_backend import HEADS
 from .validate import check_multi_scan, check_selective_scan
 
 
 def multi_scan(u, delta, A, B, C, D, orders, weights=None, delta_bias=None, delta_softplus=False,
-               z=None, scan_order=False, backend=None):
-    """K selective scans over K token orders, merged in image order (channel-last).
+               z=None, scan_order=False, merge=True, backend=None):
+    """K selective scans over K token orders, returned in image order (channel-last).
 
     Image order (``scan_order=False``): u (batch, L, dim); delta (batch, L, K, dim);
     B, C (batch, L, K, N); direction k reads token ``orders[k, t]`` at step t.
@@ -28,20 +29,23 @@ def multi_scan(u, delta, A, B, C, D, orders, weights=None, delta_bias=None, delt
     each direction's scan order. A (K, dim, N); D (K, dim) or None; orders (K, L)
     permutations of range(L) (else :class:`OrderError`; checked once per table and
     version); weights (K,) or None (ones); delta_bias (K, dim) or None;
-    z (batch, L, dim) or None, a gate ``silu(z)`` after the merge.
+    z (batch, L, dim) or None, a gate ``silu(z)``.
 
-    Returns (batch, L, dim) = silu(z) * sum_k weights[k] * unpermute_k(scan_k) in u's
-    dtype; states and sums are fp32 (fp64 for fp64 inputs). ``backend``: "reference",
-    "torch" or "triton"; None picks by device (or ``SCANSEARCH_BACKEND``).
+    ``merge=True``: returns (batch, L, dim) = silu(z) * sum_k weights[k] * unpermute_k(scan_k).
+    ``merge=False``: returns each direction's output on its own, from the same single
+    kernel call: (batch, L, K, dim) with ``[:, l, k]`` = silu(z[:, l]) * (direction k's
+    output at the step that visits token l); ``weights`` must be None (ValueError).
+    Output in u's dtype; states and sums are fp32 (fp64 for fp64 inputs). ``backend``:
+    "reference", "torch" or "triton"; None picks by device (or ``SCANSEARCH_BACKEND``).
     """
-    check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order)
+    check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order, merge)
     name = resolve_backend(u, backend)
     if name == "reference":
         return multi_scan_ref(u, delta, A, B, C, D, orders.long(), weights, delta_bias, delta_softplus, z,
-                              scan_order)
+                              scan_order, merge)
     # the table goes to the op as given (no fresh .long() copy), so the op's check hits the cache
     out, _, _ = torch.ops.scansearch.multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z,
-                                                bool(delta_softplus), bool(scan_order), name)
+                                                bool(delta_softplus), bool(scan_order), name, bool(merge))
     return out
 
 
@@ -87,7 +91,7 @@ class SelectiveScanFn(torch.autograd.Function):
         out, ysum, ckpts = mod.forward(_heads(u, K), _heads(delta, K), A.view(K, dim // K, N),
                                        _bc_heads(B, K), _bc_heads(C, K), heads(D), None, None,
                                        heads(delta_bias), None if z is None else _heads(z, K),
-                                       delta_softplus, True, merge=False)
+                                       delta_softplus, True, mode=HEADS)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ysum, ckpts)
         ctx.meta = (backend, K, delta_softplus)
         ctx.set_materialize_grads(False)
@@ -112,7 +116,7 @@ class SelectiveScanFn(torch.autograd.Function):
         gu, gdelta, gA, gB, gC, gD, _, gbias, gz = backend_module(backend).backward(
             _heads(gout, K), _heads(u, K), _heads(delta, K), A.view(K, dim // K, N), _bc_heads(B, K),
             _bc_heads(C, K), heads(D), None, None, heads(delta_bias), None if z is None else _heads(z, K),
-            delta_softplus, True, ysum, ckpts, needs, merge=False, g_last=g4)
+            delta_softplus, True, ysum, ckpts, needs, mode=HEADS, g_last=g4)
         return (None, None,
                 None if gu is None else _from_heads(gu),
                 None if gdelta is None else _from_heads(gdelta),

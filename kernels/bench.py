@@ -1,4 +1,5 @@
-"""Kernel benchmark: reference vs materialized vs fused multi-direction scans.
+"""Kernel benchmark: reference vs materialized vs fused multi-direction scans, and
+per-direction outputs from K single-direction calls vs one ``merge=False`` call.
 
 Three ways to compute one multi-direction SSM layer, side by side:
 
@@ -8,6 +9,14 @@ Three ways to compute one multi-direction SSM layer, side by side:
   all directions (the best single-direction path of the device's default
   backend), un-permute and sum.
 * ``fused``: :func:`multi_scan` (torch backend on CPU, triton on CUDA).
+
+:func:`run_per_direction_bench` times the other use of the op: each direction's
+output on its own, in image order, (batch, L, K, dim) (SCAttn in LocalVim, the
+supernet that normalises each candidate before the weighted merge):
+
+* ``K=1 calls``: one ``multi_scan`` per direction with K=1, outputs stacked
+  (what ``ScanMixer.scan_each`` did).
+* ``merge=False``: one ``multi_scan(..., merge=False)`` call.
 
 Times are medians over ``repeats`` runs (paths timed round-robin after two
 warm-up runs each): ``fwd`` under
@@ -121,12 +130,14 @@ def saved_bytes(fn) -> int:
 
 
 class _Path:
-    """One way of computing the layer on fixed inputs: inference and training-step callables."""
+    """One way of computing the layer on fixed inputs: inference and training-step callables.
+    ``fn`` defaults to ``PATHS[name]``; ``out_shape`` to u's, (batch, L, dim)."""
 
-    def __init__(self, name, x, orders, backend):
-        fn = PATHS[name]
+    def __init__(self, name, x, orders, backend, fn=None, out_shape=None):
+        fn = fn or PATHS[name]
         leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
-        gout = torch.randn_like(x["u"])
+        u = x["u"]
+        gout = torch.randn(out_shape or u.shape, dtype=u.dtype, device=u.device)
         self.name = name
         self.fwd_times: list[float] = []
         self.fwd_bwd_times: list[float] = []
@@ -288,3 +299,78 @@ def print_table(rows, file=None) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=file)
     for line in ratio_lines(rows):
         print(line, file=file)
+
+
+# -- per-direction outputs ------------------------------------------------------------------
+
+PER_DIRECTION_SHAPES = {  # name -> (label, dim, L, N, K, batch on cpu, batch on cuda)
+    "vim_ti_k4": ("Vim-Ti layer", 384, 196, 16, 4, 4, 64),
+    "micro_k8": ("micro layer", 64, 64, 8, 8, 64, 256),
+}
+
+
+def _separate_calls(x, orders, backend):
+    """K calls with K=1 (slices of the same inputs), outputs stacked: (batch, L, K, dim)."""
+    ys = []
+    for k in range(orders.shape[0]):
+        one = slice(k, k + 1)
+        ys.append(multi_scan(x["u"], x["delta"][:, :, one], x["A"][one], x["B"][:, :, one], x["C"][:, :, one],
+                             x["D"][one], orders[one], None, x["delta_bias"][one], True, x["z"], backend=backend))
+    return torch.stack(ys, dim=2)
+
+
+def _per_direction(x, orders, backend):
+    return multi_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], orders, None, x["delta_bias"], True,
+                      x["z"], merge=False, backend=backend)
+
+
+PER_DIRECTION_PATHS = {"K=1 calls": _separate_calls, "merge=False": _per_direction}
+
+
+def run_per_direction_bench(device="cpu", repeats=5, shapes=None, batch=None, dtype=None, on_row=None) -> list[dict]:
+    """Per-direction outputs (batch, L, K, dim): K separate K=1 calls vs one ``merge=False`` call.
+
+    Same inputs as :func:`run_kernel_bench` (D, delta_bias, softplus, a z gate); ``shapes``:
+    keys of :data:`PER_DIRECTION_SHAPES` (default all); ``batch`` overrides the per-device
+    batch. Returns one dict per (shape, path), with the keys of :func:`run_kernel_bench`'s rows.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: CUDA is not available")
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    backend = "triton" if dev.type == "cuda" else "torch"
+    names = list(shapes) if shapes else list(PER_DIRECTION_SHAPES)
+    unknown = [n for n in names if n not in PER_DIRECTION_SHAPES]
+    if unknown:
+        raise ValueError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(PER_DIRECTION_SHAPES)}")
+    rows = []
+    for name in names:
+        label, dim, L, N, K, cpu_batch, cuda_batch = PER_DIRECTION_SHAPES[name]
+        b = batch or (cuda_batch if dev.type == "cuda" else cpu_batch)
+        x, orders = make_inputs(b, dim, L, N, K, dev, dtype)
+        paths = [_Path(p, x, orders, backend, fn, (b, L, K, dim)) for p, fn in PER_DIRECTION_PATHS.items()]
+        _measure(paths, dev, repeats, set())
+        for p in paths:
+            row = {"shape": name, "label": label, "dim": dim, "L": L, "N": N, "K": K, "batch": b, "path": p.name,
+                   "device": dev.type, "dtype": str(dtype).replace("torch.", ""),
+                   "fwd_ms": statistics.median(p.fwd_times), "fwd_bwd_ms": statistics.median(p.fwd_bwd_times),
+                   "saved_mb": p.saved() / 2**20, "note": ""}
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    return rows
+
+
+def per_direction_ratio_lines(rows) -> list[str]:
+    """One line per shape: how many times faster one ``merge=False`` call is than K=1 calls."""
+    by_shape: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_shape.setdefault(r["shape"], {})[r["path"]] = r
+    lines = []
+    for shape, paths in by_shape.items():
+        one, sep = paths.get("merge=False"), paths.get("K=1 calls")
+        if one and sep:
+            lines.append(f"{shape}: merge=False vs K=1 calls fwd {sep['fwd_ms'] / one['fwd_ms']:.2f}x, "
+                         f"fwd+bwd {sep['fwd_bwd_ms'] / one['fwd_bwd_ms']:.2f}x, "
+                         f"saved memory {one['saved_mb'] / sep['saved_mb']:.2f}x")
+    return lines

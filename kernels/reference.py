@@ -60,8 +60,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
 
 def multi_scan_ref(u, delta, A, B, C, D, orders, weights=None, delta_bias=None,
-                   delta_softplus=False, z=None, scan_order=False):
-    """K directions scanned and merged in image order, channel-last.
+                   delta_softplus=False, z=None, scan_order=False, merge=True):
+    """K directions scanned and returned in image order, channel-last.
 
     Image order (``scan_order=False``): u (batch, L, dim); delta (batch, L, K, dim);
     B, C (batch, L, K, N), all indexed by image token; each direction reads them
@@ -69,14 +69,17 @@ def multi_scan_ref(u, delta, A, B, C, D, orders, weights=None, delta_bias=None,
     and delta, B, C as above, but row ``t`` of direction ``k`` is already step
     ``t`` of that direction's scan. A (K, dim, N); D (K, dim) or None;
     delta_bias (K, dim) or None; orders (K, L) long; weights (K,) or None (ones);
-    z (batch, L, dim) or None, a gate ``silu(z)`` applied after the merge.
+    z (batch, L, dim) or None, a gate ``silu(z)``.
 
-    Returns (batch, L, dim) = silu(z) * sum_k weights[k] * unpermute_k(scan_k), in
-    u's dtype.
+    ``merge=True``: returns (batch, L, dim) = silu(z) * sum_k weights[k] * unpermute_k(scan_k).
+    ``merge=False``: returns (batch, L, K, dim), ``[:, l, k]`` = silu(z[:, l]) * direction k's
+    output at the step that visits token l; ``weights`` must be None. In u's dtype.
     """
+    if not merge and weights is not None:
+        raise ValueError("multi_scan_ref: weights must be None with merge=False (weight the outputs after)")
     K = orders.shape[0]
     ct = _compute_dtype(u, delta, A, B, C)
-    out = None
+    outs = []
     for k in range(K):
         idx = orders[k]
         if scan_order:
@@ -94,8 +97,14 @@ def multi_scan_ref(u, delta, A, B, C, D, orders, weights=None, delta_bias=None,
         ).transpose(1, 2)  # (batch, L, dim) in scan order of direction k
         if weights is not None:
             y_k = y_k * weights[k].to(ct)
-        y_img = torch.zeros_like(y_k).index_copy(1, idx, y_k)  # step t -> token idx[t]
-        out = y_img if out is None else out + y_img
+        outs.append(torch.zeros_like(y_k).index_copy(1, idx, y_k))  # step t -> token idx[t]
+    if merge:
+        out = outs[0]
+        for y_img in outs[1:]:
+            out = out + y_img
+    else:
+        out = torch.stack(outs, dim=2)  # (batch, L, K, dim)
     if z is not None:
-        out = out * F.silu(z.to(ct))
+        gate = F.silu(z.to(ct))
+        out = out * (gate if merge else gate[:, :, None])
     return out.to(u.dtype)

@@ -90,15 +90,16 @@ def _assert_close(name, actual, expected, rtol, atol):
 
 
 def check_multi_scan(backend: str, x: dict, orders: torch.Tensor, *, delta_softplus=True, scan_order=False,
-                     seed=0):
-    """Forward and every gradient of ``multi_scan`` on ``backend`` vs the float64 reference."""
+                     merge=True, seed=0):
+    """Forward and every gradient of ``multi_scan`` on ``backend`` vs the float64 reference
+    (``merge=False``: the per-direction outputs; ``x["weights"]`` must then be None)."""
     dtype = x["u"].dtype
     ours, ref = _leaves(x), _leaves(x, torch.float64)
     keys = ("u", "delta", "A", "B", "C", "D")
 
     def call(v, name):
         return multi_scan(*(v[k] for k in keys), orders, v["weights"], v["delta_bias"], delta_softplus, v["z"],
-                          scan_order, backend=name)
+                          scan_order, merge=merge, backend=name)
 
     with poisoned():
         out = call(ours, backend)

@@ -1,12 +1,17 @@
 """The ``torch`` backend: gather, scan, merge and their hand-written backward.
 
-One canonical call serves both public ops (:mod:`.op` and :mod:`.api` call it):
+One canonical call serves both public ops (:mod:`.op` and :mod:`.api` call it);
+``mode`` says what it returns:
 
-* ``merge=True`` (``multi_scan``): channel-last inputs in image order (or, with
+* ``MERGE`` (``multi_scan``): channel-last inputs in image order (or, with
   ``scan_order``, per direction in scan order); the K scans are weighted, summed
-  in image order and gated by ``silu(z)``.
-* ``merge=False`` (``selective_scan``): every input is per head in scan order,
-  ``(b, L, K, c)``; outputs stay per head and ``z`` gates each one.
+  in image order and gated by ``silu(z)``: out (b, L, dim).
+* ``PER_DIRECTION`` (``multi_scan(merge=False)``): the same inputs; each scan is
+  put back in image order on its own and gated by ``silu(z)`` (z (b, L, dim),
+  shared by the directions): out (b, L, K, dim), no weights.
+* ``HEADS`` (``selective_scan``): every input is per head in scan order,
+  ``(b, L, K, c)``, z included; outputs stay per head, in scan order, and ``z``
+  gates each one: out (b, L, K, c). No order table is read.
 
 Forward returns ``(out, ysum, ckpts)``: ``ysum`` is the output before the gate
 (kept only when ``z`` is given, else empty) and ``ckpts`` the chunk-end states
@@ -17,7 +22,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .alloc import empty
 from .torch_scan import choose_chunk, num_chunks, scan_bwd, scan_fwd
+
+# ``mode`` of the canonical calls (see the module docstring); the triton backend takes the same
+MERGE = "merge"  # multi_scan: the weighted sum in image order
+PER_DIRECTION = "per_direction"  # multi_scan(merge=False): each direction in image order
+HEADS = "heads"  # selective_scan: per head, in scan order, no order table
+MODES = (MERGE, PER_DIRECTION, HEADS)
 
 
 def compute_dtype(*tensors) -> torch.dtype:
@@ -89,42 +101,69 @@ def _dt(delta_s, delta_bias, delta_softplus):
     return (F.softplus(delta_s) if delta_softplus else delta_s), delta_s
 
 
-def _layouts(u, delta, A, B, C, orders, scan_order, merge, ct):
-    read = orders if merge and not scan_order else None
+def _per_direction(y_s, orders):
+    """Each scan in image order on its own: scan-order (L, K, b, d) -> image-order (b, L, K, d),
+    step t of direction k written to ``[:, orders[k, t], k]``. One scatter straight into the
+    contiguous result (no image-order (L, K, b, d) copy to permute afterwards)."""
+    L, K, b, d = y_s.shape
+    out = empty((b, L, K, d), dtype=y_s.dtype, device=y_s.device)
+    out.view(b, L * K, d).transpose(0, 1).index_copy_(0, _flat_index(orders), y_s.view(L * K, b, d))
+    return out
+
+
+def _gathers(mode, scan_order) -> bool:
+    """Whether the inputs are read through the order table (image-order inputs)."""
+    return mode != HEADS and not scan_order
+
+
+def _layouts(u, delta, A, B, C, orders, scan_order, mode, ct):
+    read = orders if _gathers(mode, scan_order) else None
     return (_steps(u, read, ct), _steps(delta, read, ct), _steps(B, read, ct), _steps(C, read, ct),
             A.to(ct).transpose(1, 2).contiguous())
 
 
-def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order, merge=True):
+def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order, mode=MERGE):
     """Canonical forward; see the module docstring. Returns (out, ysum, ckpts)."""
+    if mode not in MODES:
+        raise ValueError(f"torch backend: mode must be one of {MODES}, got {mode!r}")
     ct = compute_dtype(u, delta, A, B, C)
-    u_s, delta_s, B_s, C_s, At = _layouts(u, delta, A, B, C, orders, scan_order, merge, ct)
+    u_s, delta_s, B_s, C_s, At = _layouts(u, delta, A, B, C, orders, scan_order, mode, ct)
     dt, _ = _dt(delta_s, delta_bias, delta_softplus)
     L, K, b, d = dt.shape
     y_s, ckpts = scan_fwd(dt, u_s, B_s, C_s, At, choose_chunk(K, b, At.shape[1], d, ct))
     if D is not None:
         y_s.addcmul_(D.to(ct)[None, :, None, :], u_s)
-    if merge:
+    if mode == MERGE:
         ysum = _merge(y_s, torch.argsort(orders, dim=1), weights)
+    elif mode == PER_DIRECTION:
+        ysum = _per_direction(y_s, orders)
     else:
         ysum = y_s.permute(2, 0, 1, 3)
     if z is None:
         return ysum.to(u.dtype).contiguous(), u.new_empty(0, dtype=ct), ckpts
     ysum = ysum.contiguous()
-    out = ysum * F.silu(z.to(ct))
+    out = ysum * _gate_view(F.silu(z.to(ct)), ysum)
     return out.to(u.dtype).contiguous(), ysum, ckpts
 
 
+def _gate_view(g, y):
+    """The gate broadcast to the output: a shared (b, L, d) gate gets a direction axis."""
+    return g[:, :, None] if g.dim() < y.dim() else g
+
+
 def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order,
-             ysum, ckpts, needs, merge=True, g_last=None):
-    """Gradients of :func:`forward`.
+             ysum, ckpts, needs, mode=MERGE, g_last=None):
+    """Gradients of :func:`forward`; ``gout`` has the forward output's layout (image
+    order for ``MERGE`` and ``PER_DIRECTION``).
 
     ``needs`` flags which of (u, delta, A, B, C, D, weights, delta_bias, z) want a
     gradient; returns that 9-tuple with None where not needed. ``g_last``
     (b, K, dim, N) is the gradient of the final state (``selective_scan``).
     """
+    if mode not in MODES:
+        raise ValueError(f"torch backend: mode must be one of {MODES}, got {mode!r}")
     ct = compute_dtype(u, delta, A, B, C)
-    u_s, delta_s, B_s, C_s, At = _layouts(u, delta, A, B, C, orders, scan_order, merge, ct)
+    u_s, delta_s, B_s, C_s, At = _layouts(u, delta, A, B, C, orders, scan_order, mode, ct)
     dt, dt_pre = _dt(delta_s, delta_bias, delta_softplus)
     gout = gout.to(ct)
     gz = None
@@ -132,12 +171,19 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
         zc = z.to(ct)
         sig = torch.sigmoid(zc)
         if needs[8]:
-            gz = (gout * ysum * sig * (1 + zc * (1 - sig))).to(z.dtype)
-        gout = gout * (zc * sig)
-    if merge:
+            gyz = gout * ysum
+            if zc.dim() < gyz.dim():  # one gate shared by the K per-direction outputs
+                gyz = gyz.sum(2)
+            gz = (gyz * sig * (1 + zc * (1 - sig))).to(z.dtype)
+        gout = gout * _gate_view(zc * sig, gout)
+    if mode == MERGE:
         # (L, K, b, d): what each scan step receives, unweighted
         gy_img = _steps(gout, orders, ct)
         gy_s = gy_img * weights.to(ct)[None, :, None, None] if weights is not None else gy_img
+    elif mode == PER_DIRECTION:
+        # direction k's step t produced out[:, orders[k, t], k]: read its gradient there
+        gy_img = None
+        gy_s = _steps(gout, orders, ct)
     else:
         gy_img = None
         gy_s = gout.permute(1, 2, 0, 3).contiguous()
@@ -161,7 +207,7 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
         gdt.mul_(torch.sigmoid(dt_pre))
     if delta_bias is not None and needs[7]:
         gbias = gdt.sum((0, 2)).to(delta_bias.dtype)
-    inverse = torch.argsort(orders, dim=1) if merge and not scan_order else None
+    inverse = torch.argsort(orders, dim=1) if _gathers(mode, scan_order) else None
     gu = _unsteps(gu_s, inverse, u.dim() == 3, u.dtype) if needs[0] else None
     gdelta = _unsteps(gdt, inverse, False, delta.dtype) if needs[1] else None
     gA = gAt.transpose(1, 2).to(A.dtype).contiguous() if needs[2] else None

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from .alloc import empty
-from .torch_backend import compute_dtype
+from .torch_backend import HEADS, MERGE, MODES, PER_DIRECTION, compute_dtype
 
 _KERNELS = f"{__package__}.triton_scan"
 
@@ -62,18 +62,25 @@ def _acc_type(ct):
     return tl.float64 if ct == torch.float64 else tl.float32
 
 
-def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order, merge=True):
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"triton backend: mode must be one of {MODES}, got {mode!r}")
+
+
+def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order, mode=MERGE):
     """Canonical forward (see :mod:`.torch_backend`). Returns (out, ysum, ckpts)."""
+    _check_mode(mode)
     fwd, _ = _kernels()
     import triton
 
     ct = compute_dtype(u, delta, A, B, C)
     batch, L = u.shape[:2]
     K, dim, N = A.shape
+    merge = mode == MERGE
     shape = (batch, L, dim) if merge else (batch, L, K, dim)
     out = empty(shape, dtype=u.dtype, device=u.device)
     # merge: an fp32 accumulator across directions (the output itself when it is one);
-    # per head: the pre-gate output, kept only when z needs it for backward.
+    # per direction or head: the pre-gate output, kept only when z needs it for backward.
     if merge and (z is not None or out.dtype != ct):
         acc = empty(shape, dtype=ct, device=u.device)
     elif not merge and z is not None:
@@ -81,7 +88,7 @@ def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus
     else:
         acc = out
     ckpts = empty(ckpt_shape(batch, L, K, dim, N, ct), dtype=ct, device=u.device)
-    ords = orders.to(torch.int32).contiguous() if merge else u
+    ords = orders.to(torch.int32).contiguous() if mode != HEADS else u  # heads read no table
     grid = lambda meta: (triton.cdiv(dim, meta["BLOCK_D"]), batch)  # noqa: E731
     fwd.multi_scan_fwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else u, delta_bias if delta_bias is not None else u, ords,
@@ -89,7 +96,8 @@ def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus
         L, K, dim, N,
         *_s4(u), *_s4(delta), *A.stride(), *_s4(B), *_s4(C), *_s2(D), *_s2(delta_bias), *_s4(z),
         *_s4(acc), *_s4(out), *ckpts.stride(),
-        CHUNK=fwd.CHUNK, GATHER=merge and not scan_order, MERGE=merge,
+        CHUNK=fwd.CHUNK, GATHER=mode != HEADS and not scan_order, MERGE=merge,
+        UNPERMUTE=mode == PER_DIRECTION,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         HAS_W=weights is not None, HAS_Z=z is not None, STORE_ACC=acc is not out, ACC=_acc_type(ct),
     )
@@ -98,8 +106,9 @@ def forward(u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus
 
 
 def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order,
-             ysum, ckpts, needs, merge=True, g_last=None):
+             ysum, ckpts, needs, mode=MERGE, g_last=None):
     """Canonical backward (see :mod:`.torch_backend`): the 9 gradients, None where not needed."""
+    _check_mode(mode)
     fwd, bwd = _kernels()
     import triton
 
@@ -112,9 +121,13 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
         zc = z.to(ct)
         sig = torch.sigmoid(zc)
         if needs[8]:
-            gz = (gy * ysum * sig * (1 + zc * (1 - sig))).to(z.dtype)
-        gy = gy * (zc * sig)
-    gather = merge and not scan_order
+            gyz = gy * ysum
+            if zc.dim() < gyz.dim():  # one gate shared by the K per-direction outputs
+                gyz = gyz.sum(2)
+            gz = (gyz * sig * (1 + zc * (1 - sig))).to(z.dtype)
+        gy = gy * (zc * sig if zc.dim() == gy.dim() else (zc * sig)[:, :, None])
+    merge = mode == MERGE
+    gather = mode != HEADS and not scan_order
     need_gw = weights is not None and needs[6]
     block_d = _bwd_block_d()
     n_dblocks = triton.cdiv(dim, block_d)
@@ -128,7 +141,7 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
     gD_part = new(batch, K, dim) if D is not None else None
     gw_part = new(batch, n_dblocks, K) if need_gw else None
     glast = g_last.to(ct) if g_last is not None else None
-    ords = orders.to(torch.int32).contiguous() if merge else u
+    ords = orders.to(torch.int32).contiguous() if mode != HEADS else u
     bwd.multi_scan_bwd_kernel[(n_dblocks, batch)](
         u, delta, A, B, C, D if D is not None else u, delta_bias if delta_bias is not None else u, ords,
         weights if weights is not None else u, gy, ckpts, glast if glast is not None else u,
@@ -140,6 +153,7 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
         *_s4(gu), *_s4(gdt), *gB_part.stride(), *gC_part.stride(), *gA_part.stride(),
         *(gD_part.stride() if D is not None else (0, 0, 0)), *(gw_part.stride() if need_gw else (0, 0, 0)),
         CHUNK=fwd.CHUNK, BLOCK_N=block_n, BLOCK_D=block_d, GATHER=gather, MERGE=merge,
+        UNPERMUTE=mode == PER_DIRECTION,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         HAS_W=weights is not None, HAS_GLAST=glast is not None, NEED_GW=need_gw, ACC=_acc_type(ct),
     )

@@ -12,8 +12,10 @@ where a step-by-step loop would wait on memory latency.
 The chunk's output ``w_k * y`` is added into the image-order fp32 accumulator.
 The same program owns every token of its channel block, so the merge is a plain
 read-add-write: no atomics, deterministic; a barrier orders the directions. The
-last direction applies ``silu(z)`` and writes the output. Without merge
-(``selective_scan``), each head k writes its own outputs.
+last direction applies ``silu(z)`` and writes the output. Without merge, each
+direction k writes its own outputs to ``out[b, :, k]``: at the image token its step
+visits (``UNPERMUTE``, ``multi_scan(merge=False)``; the gate ``z`` (b, L, dim) is
+shared, read with k-stride 0) or at the step itself (``selective_scan``'s heads).
 
 The state after every chunk goes to ``ckpt`` (batch, K, nchunks, N, dim): the
 next chunk starts from it and the backward recomputes from it instead of storing
@@ -61,7 +63,7 @@ def _row(tile, offs, i):
     return tl.sum(tl.where(offs[:, None] == i, tile, 0.0), axis=0)
 
 
-@triton.autotune(configs=_configs(), key=["dim", "N", "K", "L", "MERGE", "GATHER"])
+@triton.autotune(configs=_configs(), key=["dim", "N", "K", "L", "MERGE", "GATHER", "UNPERMUTE"])
 @triton.jit
 def multi_scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, ord_ptr, w_ptr, z_ptr, acc_ptr, out_ptr, ck_ptr,
@@ -78,8 +80,8 @@ def multi_scan_fwd_kernel(
     so_b, so_t, so_k, so_d,
     sck_b, sck_k, sck_c, sck_n, sck_d,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
-    GATHER: tl.constexpr, MERGE: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_W: tl.constexpr, HAS_Z: tl.constexpr, STORE_ACC: tl.constexpr,
+    GATHER: tl.constexpr, MERGE: tl.constexpr, UNPERMUTE: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_W: tl.constexpr, HAS_Z: tl.constexpr, STORE_ACC: tl.constexpr,
     ACC: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
@@ -102,7 +104,7 @@ def multi_scan_fwd_kernel(
             offs_t = (c * CHUNK + offs_c).to(tl.int64)
             mt = offs_t < L
             mtd = mt[:, None] & md[None, :]
-            if GATHER or MERGE:
+            if GATHER or MERGE or UNPERMUTE:
                 tok = tl.load(ord_ptr + k * L + offs_t, mask=mt, other=0).to(tl.int64)
             if GATHER:
                 rows = tok
@@ -145,14 +147,18 @@ def multi_scan_fwd_kernel(
                 tl.store(out_ptr + pid_b * so_b + tok[:, None] * so_t + offs_d[None, :] * so_d,
                          y.to(out_ptr.dtype.element_ty), mask=mt[:, None] & is_last[None, :])
             else:
+                if UNPERMUTE:  # step t of direction k is image token orders[k, t]
+                    orow = tok
+                else:
+                    orow = offs_t
                 if STORE_ACC:
-                    tl.store(acc_ptr + pid_b * sa_b + offs_t[:, None] * sa_t + k * sa_k + offs_d[None, :] * sa_d,
+                    tl.store(acc_ptr + pid_b * sa_b + orow[:, None] * sa_t + k * sa_k + offs_d[None, :] * sa_d,
                              y, mask=mtd)
                 if HAS_Z:
-                    z = tl.load(z_ptr + pid_b * sz_b + offs_t[:, None] * sz_t + k * sz_k + offs_d[None, :] * sz_d,
+                    z = tl.load(z_ptr + pid_b * sz_b + orow[:, None] * sz_t + k * sz_k + offs_d[None, :] * sz_d,
                                 mask=mtd, other=0.0).to(ACC)
                     y = y * z * tl.sigmoid(z)
-                tl.store(out_ptr + pid_b * so_b + offs_t[:, None] * so_t + k * so_k + offs_d[None, :] * so_d,
+                tl.store(out_ptr + pid_b * so_b + orow[:, None] * so_t + k * so_k + offs_d[None, :] * so_d,
                          y.to(out_ptr.dtype.element_ty), mask=mtd)
             tl.debug_barrier()  # the next chunk reads this chunk's checkpoint
         tl.debug_barrier()  # the next direction reads this one's accumulator writes

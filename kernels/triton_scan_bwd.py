@@ -16,6 +16,11 @@ partial and the launcher sums them (deterministic, no atomics): dB and dC (over
 channel blocks), dA, dD (over the batch) and d weights. du in image order
 gathers K contributions per token; the program owns them all and adds them in
 place with a barrier between directions, as the forward's merge does.
+
+The output gradient ``gy`` has the forward output's layout: image order
+(b, L, dim) read at ``orders[k, t]`` when merged; (b, L, K, dim) read at
+``[orders[k, t], k]`` with ``UNPERMUTE`` (per-direction outputs in image order);
+(b, L, K, dim) read at ``[t, k]`` for ``selective_scan``'s heads.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ def _load_dt(dt_ptr, bias_k, rows, k, offs_d, mask, pid_b, sdt_b, sdt_t, sdt_k, 
     return raw, dt
 
 
-@triton.autotune(configs=_configs(), key=["dim", "N", "K", "L", "MERGE", "GATHER"])
+@triton.autotune(configs=_configs(), key=["dim", "N", "K", "L", "MERGE", "GATHER", "UNPERMUTE"])
 @triton.jit
 def multi_scan_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, ord_ptr, w_ptr,
@@ -71,8 +76,9 @@ def multi_scan_bwd_kernel(
     sgD_b, sgD_k, sgD_d,
     sgw_b, sgw_p, sgw_k,
     CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    GATHER: tl.constexpr, MERGE: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_W: tl.constexpr, HAS_GLAST: tl.constexpr, NEED_GW: tl.constexpr,
+    GATHER: tl.constexpr, MERGE: tl.constexpr, UNPERMUTE: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_W: tl.constexpr, HAS_GLAST: tl.constexpr,
+    NEED_GW: tl.constexpr,
     ACC: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
@@ -110,7 +116,7 @@ def multi_scan_bwd_kernel(
             mtd = mt[:, None] & md[None, :]
             has_next = (offs_t + 1) < L
             mnd = has_next[:, None] & md[None, :]
-            if GATHER or MERGE:
+            if GATHER or MERGE or UNPERMUTE:
                 tok = tl.load(ord_ptr + k * L + offs_t, mask=mt, other=0).to(tl.int64)
             if GATHER:
                 rows = tok
@@ -127,6 +133,9 @@ def multi_scan_bwd_kernel(
             if MERGE:
                 gy_raw = tl.load(gy_ptr + pid_b * sgy_b + tok[:, None] * sgy_t + offs_d[None, :] * sgy_d,
                                  mask=mtd, other=0.0).to(ACC)
+            elif UNPERMUTE:  # the forward wrote step t of direction k to [orders[k, t], k]
+                gy_raw = tl.load(gy_ptr + pid_b * sgy_b + tok[:, None] * sgy_t + k * sgy_k
+                                 + offs_d[None, :] * sgy_d, mask=mtd, other=0.0).to(ACC)
             else:
                 gy_raw = tl.load(gy_ptr + pid_b * sgy_b + offs_t[:, None] * sgy_t + k * sgy_k
                                  + offs_d[None, :] * sgy_d, mask=mtd, other=0.0).to(ACC)

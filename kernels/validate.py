@@ -55,7 +55,7 @@ def _check_u(fn: str, u, ndim: int, names: str):
         raise ValueError(f"{fn}: u must not be empty, got shape {tuple(u.shape)}")
 
 
-def check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order: bool):
+def check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order: bool, merge: bool = True):
     """Validate ``multi_scan`` inputs; returns (batch, L, K, dim, N)."""
     fn = "multi_scan"
     if not isinstance(A, torch.Tensor) or A.dim() != 3:
@@ -79,6 +79,9 @@ def check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_
     _check(fn, "C", C, "batch, L, K, N", (batch, L, K, N), dev)
     _check(fn, "D", D, "K, dim", (K, dim), dev, optional=True)
     _check(fn, "delta_bias", delta_bias, "K, dim", (K, dim), dev, optional=True)
+    if not merge and weights is not None:
+        raise ValueError(f"{fn}: weights must be None with merge=False (each direction's output comes back "
+                         f"unweighted: weight them after the call)")
     _check(fn, "weights", weights, "K", (K,), dev, optional=True)
     _check(fn, "z", z, "batch, L, dim", (batch, L, dim), dev, optional=True)
     if not isinstance(orders, torch.Tensor) or orders.dtype not in (torch.int32, torch.int64):

@@ -15,36 +15,64 @@ def _args(x, orders, softplus=True, scan_order=False):
     return (*(x[k] for k in KEYS), orders, x["weights"], x["delta_bias"], softplus, x["z"], scan_order)
 
 
+@pytest.mark.parametrize("merge", [True, False])
 @pytest.mark.parametrize("scan_order", [False, True])
 @pytest.mark.parametrize("optional", [True, False])
-def test_opcheck(scan_order, optional):
+def test_opcheck(scan_order, optional, merge):
     x, orders = make_multi_scan_inputs(2, 3, 4, 2, 5, 4, scan_order=scan_order, has_D=optional,
-                                       has_z=optional, has_bias=optional, has_weights=optional, seed=1)
+                                       has_z=optional, has_bias=optional, has_weights=optional and merge, seed=1)
     for k, v in x.items():
         if v is not None:
             v.requires_grad_()
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], orders, x["weights"], x["delta_bias"], x["z"],
             True, scan_order, "torch")
+    if not merge:  # the per-direction mode is the op's last argument; omitted it is the merged op
+        args = (*args, False)
     torch.library.opcheck(torch.ops.scansearch.multi_scan.default, args)
 
 
+@pytest.mark.parametrize("merge", [True, False])
+@pytest.mark.parametrize("z", [True, False])
+def test_fake_shapes_match_real(merge, z):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, orders = make_multi_scan_inputs(2, 3, 5, 3, 4, 4, has_z=z, has_weights=merge, seed=8)
+    args = (*(x[k] for k in KEYS), orders, x["weights"], x["delta_bias"], x["z"], True, False, "torch", merge)
+    real = torch.ops.scansearch.multi_scan(*args)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = torch.ops.scansearch.multi_scan(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
+                                                 for a in args))
+    assert [tuple(t.shape) for t in fake] == [tuple(t.shape) for t in real]
+    assert [t.dtype for t in fake] == [t.dtype for t in real]
+    assert real[0].shape == ((2, 15, 4) if merge else (2, 15, 3, 4))
+
+
+@pytest.mark.parametrize("merge", [True, False])
 @pytest.mark.parametrize("has_D", [True, False])
-def test_flop_count(has_D):
+def test_flop_count(has_D, merge):
+    # the same FLOPs whether the K outputs are summed or returned each on its own
     batch, H, W, K, dim, N = 2, 3, 5, 4, 6, 8
-    x, orders = make_multi_scan_inputs(batch, H, W, K, dim, N, has_D=has_D, seed=2)
+    x, orders = make_multi_scan_inputs(batch, H, W, K, dim, N, has_D=has_D, has_weights=merge, seed=2)
     with FlopCounterMode(display=False) as counter:
-        multi_scan(*_args(x, orders), backend="torch")
+        multi_scan(*_args(x, orders), merge=merge, backend="torch")
     L = H * W
     expected = K * (9 * batch * L * dim * N + (batch * L * dim if has_D else 0))
     assert counter.get_total_flops() == expected
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("merge", [True, False])
+def test_torch_compile_fullgraph(merge):
     x, orders = make_multi_scan_inputs(2, 3, 3, 2, 4, 4, seed=3)
+    if not merge:
+        x["weights"] = torch.ones(2)  # weighted after the call instead: every leaf still gets a gradient
     leaves = {k: None if v is None else v.clone().requires_grad_() for k, v in x.items()}
 
     def f(u, delta, A, B, C, D, weights, delta_bias, z):
-        return multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, True, z, backend="torch")
+        if merge:
+            return multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, True, z, backend="torch")
+        ys = multi_scan(u, delta, A, B, C, D, orders, None, delta_bias, True, z, merge=False, backend="torch")
+        assert ys.shape == (2, 9, 2, 4)
+        return torch.einsum("blkd,k->bld", ys, weights)
 
     torch._dynamo.reset()
     compiled = torch.compile(f, fullgraph=True)

@@ -16,9 +16,9 @@ def _inputs(K=3, H=3, W=3, seed=0):
     return make_multi_scan_inputs(2, H, W, K, 4, 4, seed=seed)
 
 
-def _call(x, orders, backend="torch", scan_order=False):
-    return multi_scan(*(x[k] for k in KEYS), orders, x["weights"], x["delta_bias"], True, x["z"], scan_order,
-                      backend=backend)
+def _call(x, orders, backend="torch", scan_order=False, merge=True):
+    return multi_scan(*(x[k] for k in KEYS), orders, x["weights"] if merge else None, x["delta_bias"], True,
+                      x["z"], scan_order, merge=merge, backend=backend)
 
 
 @pytest.fixture
@@ -56,6 +56,11 @@ def test_bad_row_named(backend, kind, row, pos):
     with pytest.raises(OrderError, match=f"orders row {row} "):  # int32 tables too, and scan-order inputs
         xs, _ = make_multi_scan_inputs(2, 3, 3, 3, 4, 4, scan_order=True, seed=1)
         _call(xs, bad.int(), backend, scan_order=True)
+    for scan_order in (False, True):  # the per-direction outputs read the same table
+        xs, _ = make_multi_scan_inputs(2, 3, 3, 3, 4, 4, scan_order=scan_order, seed=2)
+        with pytest.raises(OrderError) as err:
+            _call(xs, bad, backend, scan_order=scan_order, merge=False)
+        assert str(err.value) == f"multi_scan: orders row {row} is not a permutation of range(9): {tail}"
 
 
 def test_first_bad_row_and_repeat_count():
@@ -79,6 +84,16 @@ def test_custom_ops_check_their_orders():
     grad_args = [torch.ones_like(out), *args[:6], bad, *args[7:10], ysum, ckpts, True, False, "torch", [True] * 9]
     with pytest.raises(OrderError, match=r"^scansearch::multi_scan_backward: orders row 2 "):
         torch.ops.scansearch.multi_scan_backward(*grad_args)
+    # the per-direction mode (the ops' last argument) checks its table in both ops too
+    args[6], args[7] = bad, None
+    with pytest.raises(OrderError, match=r"^scansearch::multi_scan: orders row 2 .*entry 9 out of range"):
+        torch.ops.scansearch.multi_scan(*args, False)
+    args[6] = orders
+    out, ysum, ckpts = torch.ops.scansearch.multi_scan(*args, False)
+    grad_args = [torch.ones_like(out), *args[:6], bad, *args[7:10], ysum, ckpts, True, False, "torch", [True] * 9,
+                 False]
+    with pytest.raises(OrderError, match=r"^scansearch::multi_scan_backward: orders row 2 "):
+        torch.ops.scansearch.multi_scan_backward(*grad_args)
 
 
 def test_checked_once_per_table(checks):
@@ -99,6 +114,19 @@ def test_checked_once_per_table(checks):
             multi_scan(x["u"], x["delta"][:, :, one], x["A"][one], x["B"][:, :, one], x["C"][:, :, one], None,
                        orders[one], backend="torch")
     assert checks == [(3, 9)] * 2 + [(1, 9)] * 3
+
+
+def test_per_direction_mode_shares_the_verdict(checks):
+    x, orders = _inputs()
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    for scan_order in (False, True):
+        xs = leaves if not scan_order else {
+            **leaves, "u": make_multi_scan_inputs(2, 3, 3, 3, 4, 4, scan_order=True)[0]["u"].requires_grad_()}
+        for _ in range(3):
+            _call(xs, orders, scan_order=scan_order, merge=False).sum().backward()
+            _call(xs, orders, scan_order=scan_order).sum().backward()
+            _call(xs, orders, "reference", scan_order=scan_order, merge=False)
+    assert checks == [(3, 9)]
 
 
 def test_model_forward_checks_its_tables_once(checks):

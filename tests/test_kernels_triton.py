@@ -47,12 +47,16 @@ def _compile_for_sm90():
                 for name in fn.arg_names}
 
     fwd, bwd = triton_scan.multi_scan_fwd_kernel.fn, triton_scan_bwd.multi_scan_bwd_kernel.fn
-    for gather, merge, flags, act, acc in [(True, True, True, "*bf16", tl.float32),
-                                           (False, True, False, "*fp32", tl.float32),
-                                           (False, False, True, "*fp16", tl.float32),
-                                           (True, True, True, "*fp64", tl.float64)]:
-        common = dict(CHUNK=triton_scan.CHUNK, BLOCK_D=16, GATHER=gather, MERGE=merge, HAS_D=flags,
-                      HAS_BIAS=flags, SOFTPLUS=flags, HAS_W=flags, ACC=acc)
+    # (gather, merge, unpermute, flags, activations, accumulator): merged, per head (selective_scan),
+    # per direction (merge=False) from image-order and scan-order inputs
+    for gather, merge, unpermute, flags, act, acc in [(True, True, False, True, "*bf16", tl.float32),
+                                                      (False, True, False, False, "*fp32", tl.float32),
+                                                      (False, False, False, True, "*fp16", tl.float32),
+                                                      (True, True, False, True, "*fp64", tl.float64),
+                                                      (True, False, True, True, "*bf16", tl.float32),
+                                                      (False, False, True, False, "*fp32", tl.float32)]:
+        common = dict(CHUNK=triton_scan.CHUNK, BLOCK_D=16, GATHER=gather, MERGE=merge, UNPERMUTE=unpermute,
+                      HAS_D=flags, HAS_BIAS=flags, SOFTPLUS=flags, HAS_W=flags and merge, ACC=acc)
         acc_ptr = "*fp64" if acc == tl.float64 else "*fp32"
         types = {n: act for n in ("u_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr")}
         types.update(ord_ptr="*i32", acc_ptr=acc_ptr, ck_ptr=acc_ptr)
@@ -62,7 +66,7 @@ def _compile_for_sm90():
         types = {n: acc_ptr for n in ("gy_ptr", "ck_ptr", "gl_ptr", "gu_ptr", "gdt_ptr", "gB_ptr", "gC_ptr",
                                       "gA_ptr", "gD_ptr", "gw_ptr")}
         types.update({n: act for n in ("u_ptr", "dt_ptr", "B_ptr", "C_ptr")}, ord_ptr="*i32")
-        c = dict(common, BLOCK_N=16, HAS_GLAST=not merge, NEED_GW=flags and merge)
+        c = dict(common, BLOCK_N=16, HAS_GLAST=not merge and not unpermute, NEED_GW=flags and merge)
         triton.compile(ASTSource(bwd, signature(bwd, types, c), c), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 4})
     print("compiled for sm_90")
@@ -97,6 +101,21 @@ def test_cuda_multi_scan(case, backend):
         check_multi_scan(backend, x, orders, scan_order=scan_order)
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("case", CUDA_CASES)
+def test_cuda_multi_scan_per_direction(case, backend):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from scansearch.kernels.testing import check_multi_scan, make_multi_scan_inputs
+
+    K, H, W, dim, N, scan_order = case
+    for dtype in (torch.float32, torch.bfloat16):
+        x, orders = make_multi_scan_inputs(2, H, W, K, dim, N, scan_order=scan_order, dtype=dtype, seed=K + 1,
+                                           has_weights=False, device="cuda")
+        check_multi_scan(backend, x, orders, scan_order=scan_order, merge=False)
+
+
 @pytest.mark.parametrize("groups", [(1, 1), (2, 2), (2, 4)])
 def test_cuda_selective_scan(groups):
     torch = pytest.importorskip("torch")
@@ -114,7 +133,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--compile-sm90"]:
 if INNER:
     import torch
 
-    from scansearch.kernels import available_backends, resolve_backend
+    from scansearch.kernels import available_backends, multi_scan, resolve_backend
     from scansearch.kernels.testing import (
         check_multi_scan,
         check_selective_scan,
@@ -146,6 +165,35 @@ if INNER:
     def test_interp_multi_scan_dtypes(dtype):
         x, orders = make_multi_scan_inputs(1, 3, 3, 2, 5, 4, dtype=dtype, seed=1)
         check_multi_scan("triton", x, orders)
+
+    # (K, H, W, dim, N, scan_order, has_D, has_z): merge=False, per-direction outputs in image order
+    PER_DIRECTION_CASES = [
+        (1, 1, 1, 3, 4, False, True, True),       # L = 1
+        (2, 3, 4, 5, 4, False, True, True),       # 2 channel blocks, 2 chunks, non-square
+        (2, 3, 4, 5, 4, True, True, True),
+        (3, 2, 9, 3, 3, False, False, True),      # no D, 3 chunks
+        (4, 3, 5, 4, 2, True, True, False),       # no z
+        (4, 4, 3, 6, 4, False, False, False),     # neither
+    ]
+
+    @pytest.mark.parametrize("case", PER_DIRECTION_CASES)
+    def test_interp_per_direction(case):
+        K, H, W, dim, N, scan_order, has_D, has_z = case
+        x, orders = make_multi_scan_inputs(2, H, W, K, dim, N, scan_order=scan_order, has_D=has_D, has_z=has_z,
+                                           has_weights=False, seed=10 + K + H)
+        check_multi_scan("triton", x, orders, scan_order=scan_order, merge=False)
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+    def test_interp_per_direction_dtypes(dtype):
+        x, orders = make_multi_scan_inputs(1, 3, 3, 2, 5, 4, has_weights=False, dtype=dtype, seed=4)
+        check_multi_scan("triton", x, orders, merge=False)
+
+    def test_interp_per_direction_sums_to_merged():
+        x, orders = make_multi_scan_inputs(1, 2, 5, 3, 5, 4, seed=6)
+        args = [x[k] for k in ("u", "delta", "A", "B", "C", "D")]
+        merged = multi_scan(*args, orders, x["weights"], x["delta_bias"], True, x["z"], backend="triton")
+        each = multi_scan(*args, orders, None, x["delta_bias"], True, x["z"], merge=False, backend="triton")
+        torch.testing.assert_close(torch.einsum("blkd,k->bld", each, x["weights"]), merged, rtol=1e-5, atol=1e-5)
 
     def test_interp_random_orders():
         x, orders = make_multi_scan_inputs(1, 3, 5, 2, 3, 2, seed=2)
