@@ -23,19 +23,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Sequence
 
 import torch
 
 from ..errors import DivergenceError
 from ..genotype import Genotype
-from ..spaces import SearchSpace
+from ..spaces import NONE, SearchSpace
 from ..train import FitContext, TrainConfig, TrainError, TrainResult, fit
 from .discretize import discretize
 from .run import RunFolder
+from .select import fixed_batches, score_genotypes, select_by_effect
 from .supernet import Supernet
 
 MODES = ("bilevel", "single")
+SELECTIONS = ("perturb", "alpha")
+ALPHAS = ("learned", "uniform")
 
 
 @dataclass
@@ -53,6 +57,10 @@ class DartsConfig:
     tau: float = 1.0                  # Gumbel temperature
     k: int | None = None              # directions kept per layer; None: the space's k
     unroll_eps: float = 1e-2          # finite-difference step of the second-order gradient
+    select: str = "perturb"           # perturb (by effect, DARTS-PT) | alpha (top-k of softmax(alpha))
+    alphas: str = "learned"           # learned | uniform (frozen at zero: selection by effect alone)
+    finetune_steps: int = 10          # weight steps between layers in perturb selection
+    select_batches: int | None = None  # held-out batches scored per mask (None: all of the half)
 
     def validate(self, epochs: int) -> None:
         if self.mode not in MODES:
@@ -71,6 +79,14 @@ class DartsConfig:
             raise TrainError(f"darts: tau must be positive, got {self.tau}")
         if self.order == 2 and self.gumbel_k is not None:
             raise TrainError("darts: order 2 and Gumbel sampling do not mix (the unrolled step needs one path)")
+        if self.select not in SELECTIONS:
+            raise TrainError(f"darts: select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.alphas not in ALPHAS:
+            raise TrainError(f"darts: alphas must be one of {', '.join(ALPHAS)}, got {self.alphas!r}")
+        if self.alphas == "uniform" and self.select == "alpha":
+            raise TrainError("darts: uniform alphas carry no choice; select by effect (select='perturb')")
+        if self.finetune_steps < 0 or (self.select_batches is not None and self.select_batches < 1):
+            raise TrainError("darts: finetune_steps must be >= 0 and select_batches >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -129,7 +145,7 @@ class DartsStep:
     # -- the step ------------------------------------------------------------------------------
     def __call__(self, ctx: FitContext, batch) -> dict[str, Any]:
         images, labels = batch
-        arch_on = ctx.epoch >= self.config.warmup_epochs
+        arch_on = self.config.alphas == "learned" and ctx.epoch >= self.config.warmup_epochs
         if self.config.mode == "bilevel":
             if arch_on:
                 val_images, val_labels = self._next_val(ctx.device)
@@ -295,19 +311,95 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
         supernet.set_gumbel(darts_config.gumbel_k, darts_config.tau)
     if darts_config.order == 2 and supernet.gumbel_k is not None:
         raise TrainError("darts: order 2 and Gumbel sampling do not mix (the supernet was built with gumbel_k)")
+    if darts_config.alphas == "uniform":
+        with torch.no_grad():
+            supernet.alphas.zero_()
     space = kept_space(supernet.space, darts_config.k)
     step = DartsStep(supernet, darts_config, data, train_config.epochs, run)
     result = fit(supernet, data, train_config, out_dir=None if run is None else run.path, resume=resume,
                  hooks=[step, *hooks], progress=progress, step_fn=step, param_filter=Supernet.is_weight)
+    device = next(supernet.parameters()).device
+    select_half, verify_half = held_out_halves(data.val, device, darts_config.select_batches)
     prov = {"searcher": "darts", "mode": darts_config.mode, "order": darts_config.order,
+            "select": darts_config.select, "alphas": darts_config.alphas,
             "seed": train_config.seed, "epochs": train_config.epochs, "k": space.k,
             "score": round(result.val["top1"], 4), **model_record(supernet), **(provenance or {})}
-    genotype = discretize(supernet.alphas, space, model=supernet.preset, grid=supernet.token_grid,
-                          provenance=prov)
+    if darts_config.select == "perturb":
+        finetune = partial(finetune_weights, data=data, config=train_config, steps=darts_config.finetune_steps,
+                           device=device) if darts_config.finetune_steps else None
+        selections = select_by_effect(supernet, space, select_half, finetune)
+        layers = tuple(sel.kept for sel in selections)
+        margins = [(sel.margin, sel.margin_se) for sel in selections]
+    else:
+        selections = []
+        layers = discretize(supernet.alphas, space, model=supernet.preset, grid=supernet.token_grid,
+                            provenance={}).layers
+        margins = [(alpha_margin(row, space), None) for row in supernet.weights_table()]
+    prov["margins"] = [None if m is None else round(m, 6) for m, _ in margins]
+    prov["within_noise"] = [sel.layer for sel in selections if sel.within_noise]
+    genotype = Genotype(layers=layers, model=supernet.preset, space=space.ref, grid=tuple(supernet.token_grid),
+                        provenance=prov, alphas=tuple(tuple(round(float(v), 6) for v in row)
+                                                      for row in supernet.weights_table()))
+    verify = score_genotypes(supernet, reference_genotypes(genotype, supernet.candidates), verify_half)
     weights = supernet.weights_table()
     if run is not None:
         run.write_genotype(genotype)
-    return SearchResult(genotype=genotype, weights=weights, history=step.history, train=result, run=run)
+        run.write_json(RunFolder.SELECTION, {"select": darts_config.select,
+                                             "layers": [sel.to_dict() for sel in selections],
+                                             "verify": verify})
+    return SearchResult(genotype=genotype, weights=weights, history=step.history, train=result, run=run,
+                        extra={"selections": selections, "verify": verify})
 
 
-__all__ = ["DartsConfig", "DartsStep", "MODES", "SearchResult", "kept_space", "model_record", "search"]
+REFERENCES = {"cross": ("h", "h_flip", "v", "v_flip"), "localmamba_baseline": ("h", "h_flip", "w2", "w2_flip")}
+
+
+def reference_genotypes(found: Genotype, candidates: Sequence[str]) -> dict[str, tuple]:
+    """What a search's result is checked against: the found layers, then VMamba's cross scan
+    and LocalMamba's un-searched local baseline in every layer (where the space has them)."""
+    out = {"found": found.layers}
+    for name, directions in REFERENCES.items():
+        if set(directions) <= set(candidates):
+            out[name] = (directions,) * len(found.layers)
+    return out
+
+
+def alpha_margin(weights: torch.Tensor, space: SearchSpace) -> float | None:
+    """softmax(alpha) of the last kept pattern minus that of the first dropped one."""
+    ranked = sorted((float(w) for w, n in zip(weights, space.candidates) if n != NONE), reverse=True)
+    return ranked[space.k - 1] - ranked[space.k] if len(ranked) > space.k else None
+
+
+def held_out_halves(loader, device, max_batches: int | None):
+    """The validation batches split in two by position: even ones select, odd ones verify, so
+    the check of a selection does not read the images that made it."""
+    batches = fixed_batches(loader, device)
+    select, verify = batches[0::2], batches[1::2] or batches[:1]
+    return (select if max_batches is None else select[:max_batches]), verify
+
+
+def finetune_weights(supernet: Supernet, *, data, config: TrainConfig, steps: int, device) -> None:
+    """A few weight steps on the training split (DARTS-PT's tuning between edges), with the
+    final learning rate of the run's schedule scaled up to a tenth of its peak."""
+    params = list(supernet.weight_parameters())
+    optimizer = torch.optim.AdamW(params, lr=0.1 * config.lr, weight_decay=config.weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    supernet.train()
+    done = 0
+    while done < steps:
+        for images, labels in data.train:
+            loss = loss_fn(supernet(images.to(device)).float(), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            done += 1
+            if done >= steps:
+                break
+    supernet.alphas.grad = None
+    supernet.eval()
+
+
+__all__ = ["ALPHAS", "DartsConfig", "DartsStep", "MODES", "REFERENCES", "SELECTIONS", "SearchResult", "alpha_margin",
+           "finetune_weights", "held_out_halves", "kept_space", "model_record", "reference_genotypes", "search"]

@@ -47,3 +47,47 @@ def plot_heatmap(weights: torch.Tensor, candidates, path: str | Path, title: str
         fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
+
+
+def selection_table(selections, title: str) -> Table:
+    """Per layer and candidate, the rise of the held-out loss when it is masked (mean and
+    standard error over batches), kept ones starred; then each family's, and the margin
+    between the last kept and the first dropped, marked when it is within the noise."""
+    candidates = selections[0].candidates
+    fams = list(selections[0].family_scores) if selections else []
+    table = Table(title=title, caption="* kept; loss rise when masked, mean±se over held-out batches; "
+                                       "~ margin within 2 se (a choice within the noise)")
+    table.add_column("layer", justify="right", no_wrap=True)
+    for name in candidates:
+        table.add_column(name, justify="right", no_wrap=True)
+    for family in fams:
+        table.add_column(f"{family}+flip", justify="right", no_wrap=True, style="dim")
+    table.add_column("margin", justify="right", no_wrap=True)
+    for sel in selections:
+        kept = {NONE} if sel.kept == NONE else set(sel.kept)
+        cells = []
+        for name in candidates:
+            score = sel.scores.get(name)
+            text = "-" if score is None else f"{score.loss:+.3f}±{score.loss_se:.3f}"
+            cells.append(f"[bold green]{text}*[/]" if name in kept else f"{text} ")
+        for family in fams:
+            score = sel.family_scores.get(family)
+            cells.append("-" if score is None else f"{score.loss:+.3f}±{score.loss_se:.3f}")
+        margin = "-" if sel.margin is None else (f"{sel.margin:+.3f}±{sel.margin_se:.3f}"
+                                                 + (" [yellow]~[/]" if sel.within_noise else "  "))
+        table.add_row(str(sel.layer), *cells, margin)
+    return table
+
+
+def verify_table(verify: dict[str, dict[str, float]], title: str) -> Table:
+    """The found genotype against fixed ones, scored with the same supernet weights on held-out
+    batches the selection did not read."""
+    table = Table(title=title)
+    table.add_column("genotype")
+    table.add_column("held-out loss", justify="right")
+    table.add_column("top-1", justify="right")
+    best = min(verify, key=lambda n: verify[n]["loss"])
+    for name, s in verify.items():
+        mark = " (best)" if name == best else ""
+        table.add_row(name + mark, f"{s['loss']:.4f} ± {s['loss_se']:.4f}", f"{s['top1']:.1%} ± {s['top1_se']:.1%}")
+    return table

@@ -23,6 +23,7 @@ class RunFolder:
     HEATMAP = "alphas.png"
     GENOTYPE = "genotype.yaml"
     SUMMARY = "summary.json"
+    SELECTION = "selection.json"  # per-layer scores, margins and the check against fixed genotypes
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -110,4 +111,7 @@ class RunFolder:
             raise RunError(str(err)) from None
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.file(self.SUMMARY), json.dumps(summary, indent=2))
+        self.write_json(self.SUMMARY, summary)
+
+    def write_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.file(name), json.dumps(data, indent=2))

@@ -6,14 +6,19 @@ pattern of the space (each with its own per-direction SSM parameters, stacked in
 forward pass hands ``softmax(alpha)`` of each layer to its mixer, which scans all
 directions and merges them with those weights in one ``multi_scan`` call.
 
-Choices that differ from the derived model, and why:
+What the supernet ranks is what the derived model runs, as in LocalMamba's own search
+supernet (``MultiScan``): each candidate's output passes the preset's SCAttn (where it
+has one) and then an affine-free LayerNorm before the weighted merge, so that no candidate
+can rescale its output (its ``C`` and ``D``) to absorb its weight. Per-direction outputs
+need the scan's outputs one by one, which costs more than the fused weighted call;
+``normalise=False`` keeps the fused call (no SCAttn, no normalisation) for comparison.
+A space with ``none`` wraps each layer in :class:`MixedLayer`: the scan mixer's weighted
+output plus ``w_none`` times the gated-CNN block's output, normalised the same way.
+``merge="sum"``: the weights already sum to one.
 
-* no SCAttn in the supernet: the attention normalises each direction's output on its
-  own, which needs one scan per direction; the supernet would lose the fused call. The
-  derived model gets SCAttn back from its preset.
-* ``merge="sum"``: the weights already sum to one.
-* a space with ``none`` wraps each layer in :class:`MixedLayer`: the scan mixer's
-  weighted output plus ``w_none`` times a gated-CNN block.
+``mask`` (layers x candidates, bool) removes candidates: the weights are the softmax of
+the alphas over the candidates left. Selection by effect (``searchers/select.py``) masks
+candidates one by one to measure what each contributes.
 
 Gumbel top-k (``gumbel_k``): in training, each layer samples ``gumbel_k`` candidates
 without replacement (Gumbel-top-k on ``alpha``) and scans only those, weighted by the
@@ -25,21 +30,23 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..models import DirectionSubset, GatedCNN, ModelError, ScanMixer, build_model
 from ..models.base import ScanModel
 from ..genotype import Genotype
 from ..spaces import NONE, SearchSpace
 
-SUPERNET_OVERRIDES = {"scattn": False, "merge": "sum"}
+SUPERNET_OVERRIDES = {"merge": "sum"}
+FUSED_OVERRIDES = {"scattn": False, "merge": "sum"}  # normalise=False: one fused weighted call
 
 
 class MixedLayer(nn.Module):
     """A layer of a space with ``none``: ``sum_p w_p scan_p(x) + w_none * gated_cnn(x)``."""
 
-    def __init__(self, scan: ScanMixer, cnn: GatedCNN, candidates: tuple[str, ...]):
+    def __init__(self, scan: ScanMixer, cnn: GatedCNN, candidates: tuple[str, ...], normalise: bool = True):
         super().__init__()
-        self.scan, self.cnn = scan, cnn
+        self.scan, self.cnn, self.normalise = scan, cnn, normalise
         self.none_index = candidates.index(NONE)
         pattern_index = [i for i, c in enumerate(candidates) if c != NONE]
         self.register_buffer("pattern_index", torch.tensor(pattern_index), persistent=False)
@@ -60,10 +67,14 @@ class MixedLayer(nn.Module):
             if bool(keep.any()):
                 out = self.scan(x, hw, DirectionSubset(self.to_pattern[weights.indices[keep]], weights.weights[keep]))
             if bool(is_none.any()):
-                out = out + weights.weights[is_none].sum() * self.cnn(x, hw)
+                out = out + weights.weights[is_none].sum() * self.gated_cnn(x, hw)
             return out
         return (self.scan(x, hw, weights.index_select(0, self.pattern_index))
-                + weights[self.none_index] * self.cnn(x, hw))
+                + weights[self.none_index] * self.gated_cnn(x, hw))
+
+    def gated_cnn(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        y = self.cnn(x, hw)
+        return F.layer_norm(y, y.shape[-1:]) if self.normalise else y
 
 
 class Supernet(nn.Module):
@@ -76,7 +87,7 @@ class Supernet(nn.Module):
 
     def __init__(self, preset: str, space: SearchSpace, *, num_classes: int, img_size: int, in_chans: int,
                  gumbel_k: int | None = None, tau: float = 1.0, backend: str | None = None, alpha_init: float = 1e-3,
-                 **overrides):
+                 normalise: bool = True, **overrides):
         super().__init__()
         self.preset, self.space = preset, space
         # what the derived model needs to be the model searched (recorded in the genotype)
@@ -89,21 +100,27 @@ class Supernet(nn.Module):
         if probe.cfg.family == "mambaout":
             raise ModelError(f"{preset}: a MambaOut model has no scan layers to search")
         layers = (patterns,) * probe.cfg.num_layers
-        overrides = {**overrides, **{k: v for k, v in SUPERNET_OVERRIDES.items() if k in probe.config}}
+        forced = SUPERNET_OVERRIDES if normalise else FUSED_OVERRIDES
+        overrides = {**overrides, **{k: v for k, v in forced.items() if k in probe.config}}
         genotype = Genotype(layers=layers, model=preset)
         self.model: ScanModel = build_model(genotype, num_classes=num_classes, img_size=img_size,
                                             in_chans=in_chans, backend=backend, **overrides)
         self.candidates = tuple(space.candidates)
+        self.normalise = normalise
+        for mixer in self.model.mixers():
+            mixer.candidate_norm = normalise
         if space.allows_none:
             cfg = self.model.cfg
             for block in self.model.blocks():
                 dim = block.mixer.dim
                 block.mixer = MixedLayer(block.mixer, GatedCNN(dim, cfg.cnn_expansion, cfg.cnn_kernel),
-                                         self.candidates)
+                                         self.candidates, normalise)
         self.num_layers = len(self.model.blocks())
         self.gumbel_k, self.tau = None, 1.0
         self.set_gumbel(gumbel_k, tau)
         self.alphas = nn.Parameter(alpha_init * torch.randn(self.num_layers, len(self.candidates)))
+        self.register_buffer("mask", torch.ones(self.num_layers, len(self.candidates), dtype=torch.bool),
+                             persistent=False)
 
     def set_gumbel(self, k: int | None, tau: float = 1.0) -> None:
         """Sample ``k`` candidates per layer in training (None: use them all, weighted)."""
@@ -134,11 +151,17 @@ class Supernet(nn.Module):
         return _token_grid(self.model.cfg)
 
     # -- forward -------------------------------------------------------------------------------
+    def masked_alphas(self) -> torch.Tensor:
+        """The alphas with masked candidates at -inf (no weight, never sampled)."""
+        return self.alphas.masked_fill(~self.mask, float("-inf"))
+
     def layer_weights(self) -> list:
-        """Per layer, ``softmax(alpha)``, or in training with ``gumbel_k`` a sampled subset."""
+        """Per layer, ``softmax(alpha)`` over the unmasked candidates, or in training with
+        ``gumbel_k`` a sampled subset of them."""
+        alphas = self.masked_alphas()
         if self.gumbel_k is None or not self.training:
-            return list(torch.softmax(self.alphas, dim=-1))
-        return [self.sample(row) for row in self.alphas]
+            return list(torch.softmax(alphas, dim=-1))
+        return [self.sample(row) for row in alphas]
 
     def sample(self, logits: torch.Tensor) -> DirectionSubset:
         """Gumbel-top-k: ``gumbel_k`` distinct candidates; weights are the softmax of the

@@ -85,8 +85,9 @@ def row_supernet(data) -> Supernet:
     return net
 
 
-@pytest.mark.parametrize("darts, split", [(DartsConfig(), "val"), (DartsConfig(order=2), "val"),
-                                          (DartsConfig(mode="single"), "train")],
+@pytest.mark.parametrize("darts, split", [(DartsConfig(select="alpha"), "val"),
+                                          (DartsConfig(order=2, select="alpha"), "val"),
+                                          (DartsConfig(mode="single", select="alpha"), "train")],
                          ids=["bilevel-1st", "bilevel-2nd", "single"])
 def test_architecture_steps_raise_the_known_better_candidate(darts, split, tmp_path):
     """Where one candidate lowers the loss and the others cannot, every architecture step raises

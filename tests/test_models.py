@@ -123,21 +123,22 @@ def test_weights_are_checked_and_mean_merge_averages():
     assert torch.allclose(mean(x, (4, 4)), m(x, (4, 4), torch.full((2,), 0.5, dtype=torch.float64)), atol=1e-12)
 
 
-def test_one_scan_call_without_scattn_and_one_per_direction_with_it(monkeypatch):
+def test_one_scan_call_with_or_without_scattn(monkeypatch):
+    """SCAttn needs each direction's output: it gets them from the same single call (merge=False)."""
     calls = []
     real = scansearch.kernels.multi_scan
 
     def counting(*args, **kwargs):
-        calls.append(args[6].shape[0])  # K of this call
+        calls.append((args[6].shape[0], kwargs.get("merge", True)))  # K of this call, merged or not
         return real(*args, **kwargs)
 
     monkeypatch.setattr(scansearch.kernels, "multi_scan", counting)
     x = torch.randn(2, 64, 16, dtype=torch.float64)
     _mixer()(x, (8, 8))
-    assert calls == [8]
+    assert calls == [(8, True)]
     calls.clear()
     _mixer(scattn=True)(x, (8, 8))
-    assert calls == [1] * 8
+    assert calls == [(8, False)]
 
 
 def test_mixer_rejects_bad_directions():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +42,14 @@ def test_search_writes_a_complete_run_folder(finished_run):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["settings"]["k"] == 2 and config["darts"]["mode"] == "bilevel"
     assert "softmax(alpha)" in result.stdout and "w2_flip" in result.stdout  # the rich table
-    assert f"next: scansearch train {out / 'genotype.yaml'} --data {DATA} --out {out / 'model'}" in result.stdout
+    hint = next(line for line in result.stdout.splitlines() if line.startswith("next: scansearch train "))
+    trained = hint.split()[3]  # the found genotype, or the fixed one that beat it on held-out data
+    assert trained in {str(out / "genotype.yaml"), str(out / "cross.yaml"), str(out / "localmamba_baseline.yaml")}
+    assert hint == f"next: scansearch train {trained} --data {DATA} --out {out / 'model'}"
+    selection = json.loads((out / "selection.json").read_text())
+    assert set(selection["verify"]) == {"found", "cross", "localmamba_baseline"}
+    assert [layer["kept"] for layer in selection["layers"]] == [list(layer) for layer in genotype.layers]
+    assert "selection by effect" in result.stdout and "margin" in result.stdout
 
 
 def test_the_searched_model_is_the_model_trained_anywhere(tmp_path, cli):
@@ -60,10 +68,13 @@ def test_the_searched_model_is_the_model_trained_anywhere(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     assert "note:" not in result.stderr  # nothing on the command line changed the recorded model
     (here / "mine.yaml").unlink()
+    trained = Path(args[1])  # the found genotype, or a fixed one that beat it (relative to here)
+    trained = trained.relative_to(here) if trained.is_absolute() else trained
     check = ("from scansearch import Genotype, load_model; import torch\n"
              "g = Genotype.load('../here/run/genotype.yaml'); m = load_model('../here/run/model')\n"
              "assert g.load_space().candidates == ('h', 'v', 'w2', 'hilbert') and g.provenance['img_size'] == 16\n"
-             "assert m.genotype == g and m.cfg.img_size == 16 and m.cfg.patch_size == 2 and m.grid == (8, 8)\n"
+             f"assert m.genotype == Genotype.load('../here/{trained}')\n"
+             "assert m.cfg.img_size == 16 and m.cfg.patch_size == 2 and m.grid == (8, 8)\n"
              "assert m.cfg.dim == 8 and m.cfg.depth == 2\n"
              "print(m(torch.randn(2, 1, 16, 16)).shape)\n")
     import subprocess
@@ -105,7 +116,8 @@ def test_export_then_train_then_eval(finished_run, tmp_path, cli):
     evaluated = json.loads(result.stdout)
     assert evaluated["count"] == 48 and abs(evaluated["top1"] - metrics["top1"]) < 1e-9
     table = cli("eval", model_dir, "--data", DATA, "--split", "val")
-    assert table.returncode == 0 and "top-1" in table.stdout and "(val split)" in table.stdout
+    words = table.stdout.split()  # the title wraps with the folder's length
+    assert table.returncode == 0 and "top-1" in words and "(val" in words and "split)" in words
     # a run folder stands for its genotype
     again = cli("train", out, "--data", DATA, "--out", tmp_path / "model2", "--epochs", "1", "--batch-size", "32",
                 "--quiet", *TINY)

@@ -26,8 +26,33 @@ def test_every_layer_holds_every_candidate():
     assert net.alphas.shape == (2, 8)
     for mixer in net.model.mixers():
         assert mixer.directions == net.space.candidates
-        assert mixer.attn is None  # no SCAttn: one fused call per layer
+        assert mixer.attn is not None and mixer.candidate_norm  # the preset's SCAttn, then the norm
         assert mixer.x_proj_weight.shape[0] == 8
+    fused = tiny_supernet(normalise=False)
+    assert all(m.attn is None and not m.candidate_norm for m in fused.model.mixers())
+    derived = build_model(Genotype(layers=(("h", "v"),) * 2, model="local_vim_micro"), num_classes=3,
+                          in_chans=1, **TINY)
+    assert all(m.attn is not None and not m.candidate_norm for m in derived.mixers())
+
+
+@pytest.mark.parametrize("scattn", [True, False])
+def test_no_candidate_can_rescale_itself_in_the_normalised_supernet(scattn):
+    """LocalMamba's MultiScan normalises each candidate before the weighted merge, so a
+    candidate cannot absorb its weight by scaling its output (its C and D, which scale
+    y_k = C.h + D u); in the fused mixer it can. Only LayerNorm's eps is left."""
+    torch.manual_seed(0)
+    x, w = 3 * torch.randn(2, 16, 8), torch.softmax(torch.randn(4), 0)
+    change = {}
+    for norm in (True, False):
+        mixer = ScanMixer(8, ("h", "h_flip", "v", "w2"), d_state=4, expand=2.0, scattn=scattn)
+        mixer.candidate_norm = norm
+        before = mixer(x, (4, 4), w)
+        with torch.no_grad():
+            R, N = mixer.dt_rank, mixer.d_state
+            mixer.x_proj_weight[2, R + N:R + 2 * N] *= 5.0
+            mixer.D[2] *= 5.0
+        change[norm] = ((mixer(x, (4, 4), w) - before).abs().max() / before.abs().max()).item()
+    assert change[True] < 2e-3 and change[False] > 2e-2, change
 
 
 def test_weights_and_alphas_split_the_parameters():
@@ -102,7 +127,7 @@ def test_fused_supernet_matches_float64_reference(monkeypatch):
 
 
 def test_fused_supernet_matches_one_scan_per_candidate():
-    net = tiny_supernet()
+    net = tiny_supernet(normalise=False)
     with torch.no_grad():
         net.alphas.normal_(0, 1)
     x = torch.randn(3, 1, 8, 8)
@@ -178,7 +203,9 @@ def test_space_with_none_mixes_a_gated_cnn():
     block = net.model.blocks()[0]
     tokens = torch.randn(2, 64, 8)
     weights = torch.softmax(net.alphas[0], 0)
-    torch.testing.assert_close(block.mixer(tokens, hw, weights), block.mixer.cnn(tokens, hw), rtol=1e-4, atol=1e-5)
+    cnn = block.mixer.cnn(tokens, hw)
+    expected = torch.nn.functional.layer_norm(cnn, cnn.shape[-1:])  # normalised like every candidate
+    torch.testing.assert_close(block.mixer(tokens, hw, weights), expected, rtol=1e-4, atol=1e-5)
     assert net(x).shape == (2, 3)
 
 

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "space": "local8", "model": "local_vim_micro", "data": "digits", "searcher": "darts",
     "epochs": 5, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.01, "seed": 0, "img_size": None,
     "mode": "bilevel", "order": 1, "arch_lr": 3e-2, "beta_decay": 0.0, "warmup_epochs": 1,
-    "gumbel_k": None, "k": None, "set": [],
+    "gumbel_k": None, "k": None, "set": [], "select": "perturb", "alphas": "learned", "finetune_steps": 10,
 }
 SETTINGS = tuple(DEFAULTS)
 
@@ -51,6 +51,14 @@ def register(sub) -> None:
     p.add_argument("--gumbel-k", type=int, help="sample this many candidates per layer and step "
                                                 "(Gumbel top-k; saves memory and time)")
     p.add_argument("--k", type=int, help="directions kept per layer (default: the space's k)")
+    p.add_argument("--select", choices=("perturb", "alpha"),
+                   help="how each layer's directions are chosen: perturb (default; mask each candidate and keep "
+                        "those whose removal raises the held-out loss most, layer by layer, DARTS-PT) or alpha "
+                        "(top-k of softmax(alpha))")
+    p.add_argument("--alphas", choices=("learned", "uniform"),
+                   help="learned (default) or uniform: alphas frozen at zero, selection by effect alone")
+    p.add_argument("--finetune-steps", type=int,
+                   help="weight steps between layers in perturb selection (default 10)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a model config field of the supernet, e.g. --set dim=16 (repeatable)")
     p.add_argument("--out", help="run folder (default runs/search-<time>)")
@@ -132,14 +140,30 @@ def prepare(settings: dict[str, Any], device: str):
     train_config.validate()
     darts_config = DartsConfig(mode=settings["mode"], order=settings["order"], arch_lr=settings["arch_lr"],
                                beta_decay=settings["beta_decay"], warmup_epochs=settings["warmup_epochs"],
-                               gumbel_k=settings["gumbel_k"], k=settings["k"])
+                               gumbel_k=settings["gumbel_k"], k=settings["k"], select=settings["select"],
+                               alphas=settings["alphas"], finetune_steps=settings["finetune_steps"])
     darts_config.validate(settings["epochs"])
     return space, data, supernet, train_config, darts_config
 
 
+def _write_reference(folder, found, name: str) -> Path:
+    """A fixed genotype (cross, LocalMamba's baseline) for the model searched: same preset,
+    grid and recorded model settings, so that training it compares like with like."""
+    import dataclasses
+
+    from ..searchers.darts import REFERENCES
+
+    recorded = {k: found.provenance[k] for k in ("img_size", "model_overrides") if k in found.provenance}
+    genotype = dataclasses.replace(found, layers=(REFERENCES[name],) * len(found.layers), space=None, alphas=None,
+                                   provenance={"reference": name, **recorded})
+    path = folder.file(f"{name}.yaml")
+    genotype.save(path)
+    return path
+
+
 def run(args) -> int:
     from ..searchers.darts import search
-    from ..searchers.report import plot_heatmap, weights_table
+    from ..searchers.report import plot_heatmap, selection_table, verify_table, weights_table
     from ..searchers.run import RunFolder
 
     run_dir = Path(args.out) if args.out else None
@@ -172,8 +196,19 @@ def run(args) -> int:
                           "heatmap": heatmap.name if heatmap else None})
     folder.log(f"finished: val top-1 {result.train.val['top1']:.4f}, genotype written")
     console.print(weights_table(result.weights, supernet.candidates, result.genotype, title))
+    selections, verify = result.extra["selections"], result.extra["verify"]
+    if selections:
+        console.print(selection_table(selections, f"{space.name}: selection by effect per layer"))
+    console.print(verify_table(verify, "the found genotype against fixed ones (same supernet weights, "
+                                       "held-out batches the selection did not read)"))
     console.print(f"supernet val top-1 {result.train.val['top1']:.1%}; genotype: {folder.file(RunFolder.GENOTYPE)}"
                   + (f"; heat-map: {heatmap}" if heatmap else " (heat-map needs the plot extra)"), highlight=False)
-    console.print(f"next: scansearch train {folder.file(RunFolder.GENOTYPE)} --data {settings['data']} "
+    to_train = folder.file(RunFolder.GENOTYPE)
+    best = min(verify, key=lambda name: verify[name]["loss"])
+    if best != "found":
+        to_train = _write_reference(folder, result.genotype, best)
+        console.print(f"the found genotype does not beat {best} on held-out data here: {to_train} holds {best}; "
+                      f"train it (or both) before trusting the search", highlight=False)
+    console.print(f"next: scansearch train {to_train} --data {settings['data']} "
                   f"--out {folder.path / 'model'}", highlight=False, soft_wrap=True)  # a command to copy: one line
     return 0

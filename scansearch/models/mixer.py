@@ -161,6 +161,9 @@ class ScanMixer(nn.Module):
         self.attn = SCAttn(Di, spatial=scattn_spatial) if scattn else None
         self.out_proj = nn.Linear(Di, dim, bias=bias)
         self._orders: dict[tuple, torch.Tensor] = {}
+        # A search supernet normalises each direction's output (affine-free LayerNorm, after
+        # SCAttn) before the weighted merge, as LocalMamba's MultiScan does; models do not.
+        self.candidate_norm = False
         self.reset_ssm_parameters()
 
     @property
@@ -232,10 +235,14 @@ class ScanMixer(nn.Module):
                          backend=self.backend)
         gate = z if gate_in_scan else None
         D = fp(params["D"])
-        if self.attn is None:
+        if self.attn is None and not self.candidate_norm:
             y = multi_scan(u, delta, A, B, C, D, orders, weights=weights, z=gate, **scan_args)
         else:  # LocalVim gates each direction before its attention, LocalVMamba after the merge
-            ys = self.attn(self.scan_each(u, delta, A, B, C, D, orders, gate, scan_args))
+            ys = self.scan_each(u, delta, A, B, C, D, orders, gate, scan_args)
+            if self.attn is not None:
+                ys = self.attn(ys)
+            if self.candidate_norm:  # a search supernet: no candidate can rescale itself to absorb its weight
+                ys = F.layer_norm(ys, ys.shape[-1:])
             y = ys.sum(1) if weights is None else torch.einsum("bkld,k->bld", ys, weights.to(ys.dtype))
         if self.out_norm is not None:
             y = self.out_norm(y) * F.silu(z)
@@ -253,15 +260,9 @@ class ScanMixer(nn.Module):
 
     def scan_each(self, u, delta, A, B, C, D, orders, z, scan_args) -> torch.Tensor:
         """Each direction's output on its own, in image order, gated by ``silu(z)`` when z is
-        given: (B, K, L, Di); one K=1 scan each."""
-        ys = []
-        for k in range(orders.shape[0]):
-            one = slice(k, k + 1)
-            u_k = u[:, :, one] if scan_args["scan_order"] else u
-            args = dict(scan_args, delta_bias=scan_args["delta_bias"][one])
-            ys.append(multi_scan(u_k, delta[:, :, one], A[one], B[:, :, one], C[:, :, one],
-                                 D[one], orders[one], z=z, **args))
-        return torch.stack(ys, dim=1)
+        given: (B, K, L, Di), from one ``multi_scan(merge=False)`` call."""
+        ys = multi_scan(u, delta, A, B, C, D, orders, z=z, merge=False, **scan_args)  # (B, L, K, Di)
+        return ys.transpose(1, 2)
 
     def _merge_weights(self, weights: torch.Tensor | None, x: torch.Tensor, K: int) -> torch.Tensor | None:
         if weights is not None and weights.shape != (K,):
@@ -312,6 +313,7 @@ class ScanMixer(nn.Module):
         child = copy.deepcopy(self)
         child.directions = tuple(self.directions[i] for i in indices)
         child._orders = {}
+        child.candidate_norm = False  # the selected mixer is a model's, not a supernet's
         index = torch.tensor(indices, device=self.A_log.device)
         for name in PER_DIRECTION:
             param = getattr(self, name, None)
