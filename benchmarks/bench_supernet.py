@@ -1,18 +1,23 @@
-"""One DARTS supernet training step: the fused weighted scan against one scan per candidate.
+"""One DARTS supernet training step: the fused supernet, and the normalised one done two ways.
 
     python benchmarks/bench_supernet.py                    # CPU: local_vim_micro, digits-sized
     python benchmarks/bench_supernet.py --device cuda      # GPU: adds local_vim_tiny_search, batch 128
 
-Both supernets hold the same parameters (every layer: all eight local8 candidates with
-their own SSM parameters, shared projections). ``fused`` merges the candidates inside
-one ``multi_scan`` call weighted by ``softmax(alpha)``; ``per-candidate`` runs one K=1
-scan per candidate and sums the weighted outputs afterwards, the way a DARTS mixed op
-with one module per candidate does (it also keeps each candidate's output for backward).
-A step = forward, cross-entropy, backward into weights and alphas, one SGD step.
+Three supernets with the same candidates (every layer: all eight local8 directions with
+their own SSM parameters, shared projections):
 
-Memory: on a GPU the peak allocated during the step; on the CPU the bytes autograd saves
-for backward (unique storages, ``saved_tensors_hooks``), which is what grows with the
-candidates. Times are medians, the two paths measured round-robin in one run.
+* ``fused``: the earlier supernet (``normalise=False``): no SCAttn, the candidates merged
+  inside one ``multi_scan`` call weighted by ``softmax(alpha)``;
+* ``per-candidate``: the normalised supernet (each candidate through SCAttn and an
+  affine-free LayerNorm before the weighted merge) computed the way a DARTS mixed op with
+  one module per candidate does it: one K=1 scan per candidate;
+* ``normalised``: the same supernet with every candidate's output from one
+  ``multi_scan(merge=False)`` call (what ``scansearch search`` runs).
+
+``per-candidate`` and ``normalised`` hold the same parameters and must agree before they
+are compared. A step = forward, cross-entropy, backward into weights and alphas, one SGD
+step. Memory: on a GPU the peak allocated during the step; on the CPU the bytes autograd
+saves for backward. Times are medians, the paths measured round-robin in one run.
 """
 from __future__ import annotations
 
@@ -37,21 +42,34 @@ SETTINGS = {
 CPU_DEFAULT = ("local_vim_micro@8", "local_vim_micro@16")
 
 
-def per_candidate(supernet: Supernet) -> Supernet:
-    """The same supernet scanning each candidate in its own call: an identity "attention"
-    sends every mixer down its per-direction path (one K=1 scan each, outputs stacked,
-    then weighted and summed)."""
-    for mixer in supernet.model.mixers():
-        mixer.attn = nn.Identity()
-    return supernet
+def one_scan_per_candidate(mixer) -> None:
+    """Make ``mixer`` compute its per-direction outputs with one K=1 scan each."""
+    from scansearch.kernels import multi_scan
+
+    def scan_each(u, delta, A, B, C, D, orders, z, scan_args):
+        ys = []
+        for k in range(orders.shape[0]):
+            one = slice(k, k + 1)
+            u_k = u[:, :, one] if scan_args["scan_order"] else u
+            args = dict(scan_args, delta_bias=scan_args["delta_bias"][one])
+            ys.append(multi_scan(u_k, delta[:, :, one], A[one], B[:, :, one], C[:, :, one], D[one], orders[one],
+                                 z=z, **args))
+        return torch.stack(ys, dim=1)
+
+    mixer.scan_each = scan_each
 
 
-def make(setting: str, device: str, fused: bool, seed: int = 0) -> tuple[Supernet, int, int, int]:
+PATHS = ("fused", "per-candidate", "normalised")
+
+
+def make(setting: str, device: str, path: str, seed: int = 0) -> tuple[Supernet, int, int, int]:
     preset, img, chans, classes, cpu_batch, gpu_batch = SETTINGS[setting]
     torch.manual_seed(seed)
-    net = Supernet(preset, load_space("local8"), num_classes=classes, img_size=img, in_chans=chans).to(device)
-    if not fused:
-        per_candidate(net)
+    net = Supernet(preset, load_space("local8"), num_classes=classes, img_size=img, in_chans=chans,
+                   normalise=path != "fused").to(device)
+    if path == "per-candidate":
+        for mixer in net.model.mixers():
+            one_scan_per_candidate(mixer)
     return net, img, chans, classes
 
 
@@ -77,13 +95,13 @@ def measure(setting: str, device: str, batch: int | None, repeats: int) -> list[
     images = torch.randn(batch, chans, img, img, generator=gen).to(device)
     labels = torch.randint(0, classes, (batch,), generator=gen).to(device)
     paths = {}
-    for name, fused in (("fused", True), ("per-candidate", False)):
-        net, *_ = make(setting, device, fused)
+    for name in PATHS:
+        net, *_ = make(setting, device, name)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3)
         paths[name] = (net, step_fn(net, images, labels, opt))
-    # same parameters, same inputs: the two paths must agree before they are compared
+    # same parameters, same inputs: the two ways to the normalised supernet must agree
     with torch.no_grad():
-        a, b = paths["fused"][0](images), paths["per-candidate"][0](images)
+        a, b = paths["normalised"][0](images), paths["per-candidate"][0](images)
     agree = torch.allclose(a, b, rtol=1e-3, atol=1e-4)
     times: dict[str, list[float]] = {name: [] for name in paths}
     memory: dict[str, int] = {}
@@ -134,20 +152,21 @@ def main(argv=None) -> list[dict]:
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     mem_kind = "peak MB" if args.device == "cuda" else "saved MB"
     table = Table(title=f"supernet training step, local8 (8 candidates), {where}, torch {torch.__version__}")
-    for col in ("setting", "batch", "fused ms", "per-cand. ms", "speed-up", f"fused {mem_kind}",
-                f"per-cand. {mem_kind}", "memory ratio"):
+    for col in ("setting", "batch", *(f"{p} ms" for p in PATHS), "normalised / fused time", "per-cand. / normalised time",
+                *(f"{p} {mem_kind}" for p in PATHS)):
         table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
     by_setting: dict[str, dict[str, dict]] = {}
     for r in rows:
         by_setting.setdefault(r["setting"], {})[r["path"]] = r
     for setting, paths in by_setting.items():
-        fused, naive = paths["fused"], paths["per-candidate"]
-        table.add_row(setting, str(fused["batch"]), f"{fused['ms']:.1f}", f"{naive['ms']:.1f}",
-                      f"{naive['ms'] / fused['ms']:.2f}x", f"{fused['memory_mb']:.1f}", f"{naive['memory_mb']:.1f}",
-                      f"{fused['memory_mb'] / naive['memory_mb']:.2f}x")
+        ms = {p: paths[p]["ms"] for p in PATHS}
+        table.add_row(setting, str(paths["fused"]["batch"]), *(f"{ms[p]:.1f}" for p in PATHS),
+                      f"{ms['normalised'] / ms['fused']:.2f}x",
+                      f"{ms['per-candidate'] / ms['normalised']:.2f}x",
+                      *(f"{paths[p]['memory_mb']:.1f}" for p in PATHS))
     console.print(table)
     if not all(r["agree"] for r in rows):
-        console.print("[red]the two paths disagree: the comparison is void[/]")
+        console.print("[red]the per-candidate and normalised paths disagree: the comparison is void[/]")
     return rows
 
 
