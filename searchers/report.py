@@ -50,32 +50,32 @@ def plot_heatmap(weights: torch.Tensor, candidates, path: str | Path, title: str
 
 
 def selection_table(selections, title: str) -> Table:
-    """Per layer and candidate, the rise of the held-out loss when it is masked (mean and
-    standard error over batches), kept ones starred; then each family's, and the margin
-    between the last kept and the first dropped, marked when it is within the noise."""
+    """Candidates (then pattern-and-flip families, then the margin) as rows, layers as
+    columns: the rise of the held-out loss when masked, mean and standard error over
+    batches, kept ones starred; a margin within the noise is marked."""
     candidates = selections[0].candidates
-    fams = list(selections[0].family_scores) if selections else []
+    fams = list(selections[0].family_scores)
     table = Table(title=title, caption="* kept; loss rise when masked, mean±se over held-out batches; "
-                                       "~ margin within 2 se (a choice within the noise)")
-    table.add_column("layer", justify="right", no_wrap=True)
-    for name in candidates:
-        table.add_column(name, justify="right", no_wrap=True)
-    for family in fams:
-        table.add_column(f"{family}+flip", justify="right", no_wrap=True, style="dim")
-    table.add_column("margin", justify="right", no_wrap=True)
+                                       "~ margin (last kept - first dropped) within 2 se")
+    table.add_column("candidate", no_wrap=True)
     for sel in selections:
-        kept = {NONE} if sel.kept == NONE else set(sel.kept)
-        cells = []
-        for name in candidates:
-            score = sel.scores.get(name)
-            text = "-" if score is None else f"{score.loss:+.3f}±{score.loss_se:.3f}"
-            cells.append(f"[bold green]{text}*[/]" if name in kept else f"{text} ")
-        for family in fams:
-            score = sel.family_scores.get(family)
-            cells.append("-" if score is None else f"{score.loss:+.3f}±{score.loss_se:.3f}")
-        margin = "-" if sel.margin is None else (f"{sel.margin:+.3f}±{sel.margin_se:.3f}"
-                                                 + (" [yellow]~[/]" if sel.within_noise else "  "))
-        table.add_row(str(sel.layer), *cells, margin)
+        table.add_column(f"layer {sel.layer}", justify="right", no_wrap=True)
+
+    def cell(score) -> str:
+        return "-" if score is None else f"{score.loss:+.3f}±{score.loss_se:.3f}"
+
+    for name in candidates:
+        row = []
+        for sel in selections:
+            kept = name in ({NONE} if sel.kept == NONE else set(sel.kept))
+            text = cell(sel.scores.get(name))
+            row.append(f"[bold green]{text}*[/]" if kept else f"{text} ")
+        table.add_row(name, *row)
+    for family in fams:
+        table.add_row(f"{family}+flip", *(cell(sel.family_scores.get(family)) + " " for sel in selections),
+                      style="dim")
+    table.add_row("margin", *("-" if sel.margin is None else f"{sel.margin:+.3f}±{sel.margin_se:.3f}"
+                              + ("[yellow]~[/]" if sel.within_noise else " ") for sel in selections))
     return table
 
 
