@@ -18,6 +18,7 @@ INNER = os.environ.get("SCANSEARCH_TRITON_INNER") == "1" and os.environ.get("TRI
 
 
 @pytest.mark.interpret
+@pytest.mark.slow  # about 100 s of interpreted kernels: the full suite runs it
 def test_triton_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", SCANSEARCH_TRITON_INNER="1")
     env.pop("SCANSEARCH_BACKEND", None)

@@ -52,6 +52,7 @@ def test_search_writes_a_complete_run_folder(finished_run):
     assert "selection by effect" in result.stdout and "margin" in result.stdout
 
 
+@pytest.mark.slow  # several searches and trainings in subprocesses: the full suite runs it
 def test_the_searched_model_is_the_model_trained_anywhere(tmp_path, cli):
     """Search on the user's own space file at another image size and patch size; the closing
     hint trains that very model (patch 2 at 16x16, not patch 1 at 8x8, the same 8x8 token grid);
@@ -93,6 +94,7 @@ def test_the_searched_model_is_the_model_trained_anywhere(tmp_path, cli):
                                      "patch_size=1 (recorded: 2), img_size=8 (recorded: 16)")
 
 
+@pytest.mark.slow  # several searches and trainings in subprocesses: the full suite runs it
 def test_export_then_train_then_eval(finished_run, tmp_path, cli):
     out, _ = finished_run
     target = tmp_path / "found.yaml"
@@ -135,6 +137,7 @@ def test_eval_uses_the_image_size_the_model_was_trained_at(tmp_path, cli):
     assert abs(json.loads(evaluated.stdout)["loss"] - metrics["loss"]) < 1e-6
 
 
+@pytest.mark.slow  # several searches and trainings in subprocesses: the full suite runs it
 def test_resume_continues_a_stopped_search(tmp_path, cli):
     """A run stopped after its first epoch, resumed from the command line, ends where an
     uninterrupted run ends."""
