@@ -15,6 +15,7 @@ def run_example(name, *args, cwd):
                           text=True, timeout=900)
 
 
+@pytest.mark.slow  # a search, a training and a reload: the full suite runs it
 def test_quickstart_then_load_the_model(tmp_path):
     result = run_example("quickstart.py", "--fast", "--out", tmp_path / "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
