@@ -36,3 +36,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_triton_import_fail(monkeypatch, exc):
+    """Make ``import triton`` raise ``exc`` while its spec is still found (triton installed but broken)."""
+    import builtins
+    import importlib.util
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "triton" or name.startswith("triton."):
+            raise exc
+        return real(name, *args, **kwargs)
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else found(name, *a))
+    monkeypatch.setattr(builtins, "__import__", fake)

@@ -1,11 +1,11 @@
 """`scansearch doctor` in-process: why the triton backend cannot run, as the user sees it."""
-import builtins
 import importlib.util
 import io
 import json
 
 import pytest
 import torch
+from conftest import make_triton_import_fail
 from rich.console import Console
 
 from scansearch.cli import doctor, main
@@ -19,19 +19,6 @@ def output(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return buffer
-
-
-def _import_fails(monkeypatch, exc):
-    real = builtins.__import__
-
-    def fake(name, *args, **kwargs):
-        if name == "triton" or name.startswith("triton."):
-            raise exc
-        return real(name, *args, **kwargs)
-
-    found = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else found(name, *a))
-    monkeypatch.setattr(builtins, "__import__", fake)
 
 
 def _triton_row(text):
@@ -48,7 +35,7 @@ def _triton_row(text):
     (RuntimeError("version mismatch\nmore detail"), "triton fails to import: RuntimeError: version mismatch"),
 ], ids=["ImportError", "RuntimeError"])
 def test_doctor_shows_why_triton_fails_to_import(monkeypatch, output, capsys, exc, reason):
-    _import_fails(monkeypatch, exc)
+    make_triton_import_fail(monkeypatch, exc)
     assert main(["doctor"]) == 0
     row = _triton_row(output.getvalue())
     assert reason in row and "not installed" not in row

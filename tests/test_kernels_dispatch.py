@@ -3,13 +3,13 @@
 The behaviour depends on the host (CUDA or not, triton importable or not); tests that
 name a host pin it with monkeypatch, so each checks the same thing on every host.
 """
-import builtins
 import importlib.util
 import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import make_triton_import_fail
 
 from scansearch.kernels import (
     BackendError,
@@ -40,20 +40,6 @@ def _host(monkeypatch, cuda: bool, triton: str | None = "3.9.0"):
 
 def _cuda_tensor():
     return SimpleNamespace(device=torch.device("cuda"))  # resolve_backend reads only the device
-
-
-def _import_fails(monkeypatch, exc):
-    """Make ``import triton`` raise ``exc`` (the spec is still found: triton is installed)."""
-    real = builtins.__import__
-
-    def fake(name, *args, **kwargs):
-        if name == "triton" or name.startswith("triton."):
-            raise exc
-        return real(name, *args, **kwargs)
-
-    found = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else found(name, *a))
-    monkeypatch.setattr(builtins, "__import__", fake)
 
 
 @pytest.mark.parametrize("cuda", [False, True])
@@ -170,7 +156,7 @@ def test_available_backends_and_report(monkeypatch, cuda):
 def test_triton_import_failure_reported_with_its_reason(monkeypatch, cuda, exc, reason):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
-    _import_fails(monkeypatch, exc)
+    make_triton_import_fail(monkeypatch, exc)
     assert available_backends()["triton"] == reason
     report = backend_report()
     assert report["triton"] is None and report["triton_error"] == reason
