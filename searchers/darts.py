@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -36,6 +36,7 @@ from .discretize import discretize
 from .run import RunFolder
 from .select import fixed_batches, score_genotypes, select_by_effect
 from .supernet import Supernet
+from .verify import REFERENCES, reference_genotypes, train_genotypes
 
 MODES = ("bilevel", "single")
 SELECTIONS = ("perturb", "alpha")
@@ -61,6 +62,7 @@ class DartsConfig:
     alphas: str = "learned"           # learned | uniform (frozen at zero: selection by effect alone)
     finetune_steps: int = 10          # weight steps between layers in perturb selection
     select_batches: int | None = None  # held-out batches scored per mask (None: all of the half)
+    verify_epochs: int = 0            # closing check: 0 scores with the supernet's weights; N trains each genotype N epochs
 
     def validate(self, epochs: int) -> None:
         if self.mode not in MODES:
@@ -87,6 +89,8 @@ class DartsConfig:
             raise TrainError("darts: uniform alphas carry no choice; select by effect (select='perturb')")
         if self.finetune_steps < 0 or (self.select_batches is not None and self.select_batches < 1):
             raise TrainError("darts: finetune_steps must be >= 0 and select_batches >= 1")
+        if self.verify_epochs < 0:
+            raise TrainError(f"darts: verify_epochs must not be negative, got {self.verify_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -340,28 +344,19 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
     genotype = Genotype(layers=layers, model=supernet.preset, space=space.ref, grid=tuple(supernet.token_grid),
                         provenance=prov, alphas=tuple(tuple(round(float(v), 6) for v in row)
                                                       for row in supernet.weights_table()))
-    verify = score_genotypes(supernet, reference_genotypes(genotype, supernet.candidates), verify_half)
+    references = reference_genotypes(genotype, supernet.candidates)
+    if darts_config.verify_epochs:
+        verify = train_genotypes(genotype, references, data, train_config, darts_config.verify_epochs, verify_half)
+    else:
+        verify = score_genotypes(supernet, references, verify_half)
     weights = supernet.weights_table()
     if run is not None:
         run.write_genotype(genotype)
-        run.write_json(RunFolder.SELECTION, {"select": darts_config.select,
+        run.write_json(RunFolder.SELECTION, {"select": darts_config.select, "verify_epochs": darts_config.verify_epochs,
                                              "layers": [sel.to_dict() for sel in selections],
                                              "verify": verify})
     return SearchResult(genotype=genotype, weights=weights, history=step.history, train=result, run=run,
                         extra={"selections": selections, "verify": verify})
-
-
-REFERENCES = {"cross": ("h", "h_flip", "v", "v_flip"), "localmamba_baseline": ("h", "h_flip", "w2", "w2_flip")}
-
-
-def reference_genotypes(found: Genotype, candidates: Sequence[str]) -> dict[str, tuple]:
-    """What a search's result is checked against: the found layers, then VMamba's cross scan
-    and LocalMamba's un-searched local baseline in every layer (where the space has them)."""
-    out = {"found": found.layers}
-    for name, directions in REFERENCES.items():
-        if set(directions) <= set(candidates):
-            out[name] = (directions,) * len(found.layers)
-    return out
 
 
 def alpha_margin(weights: torch.Tensor, space: SearchSpace) -> float | None:

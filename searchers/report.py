@@ -91,3 +91,19 @@ def verify_table(verify: dict[str, dict[str, float]], title: str) -> Table:
         mark = " (best)" if name == best else ""
         table.add_row(name + mark, f"{s['loss']:.4f} ± {s['loss_se']:.4f}", f"{s['top1']:.1%} ± {s['top1_se']:.1%}")
     return table
+
+
+def votes_table(votes, title: str) -> Table:
+    """Several seeds' choices per layer: the majority's directions, how many seeds kept exactly
+    them, and every direction's votes (a LayerVote per layer, see :mod:`.seeds`)."""
+    table = Table(title=title)
+    table.add_column("layer", justify="right")
+    table.add_column("majority")
+    table.add_column("agree", justify="right")
+    table.add_column("votes (seeds that kept each)")
+    for v in votes:
+        kept = v.kept if isinstance(v.kept, str) else " ".join(v.kept)
+        style = "bold green" if v.agree == v.seeds else ("yellow" if 2 * v.agree <= v.seeds else "")
+        table.add_row(str(v.layer), kept, f"[{style}]{v.agree}/{v.seeds}[/]" if style else f"{v.agree}/{v.seeds}",
+                      ", ".join(f"{name} {count}" for name, count in v.votes.items()))
+    return table

@@ -115,3 +115,15 @@ class RunFolder:
 
     def write_json(self, name: str, data: dict) -> None:
         atomic_write_text(self.file(name), json.dumps(data, indent=2))
+
+    def read_json(self, name: str) -> dict:
+        path = self.file(name)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing (the run did not finish)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunError(f"{path}: not readable JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: expected a JSON object")
+        return data

@@ -93,8 +93,9 @@ def fixed_batches(loader, device, max_batches: int | None = None) -> list[tuple[
 
 
 @torch.no_grad()
-def per_batch(supernet: Supernet, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy of the supernet on each batch: two (batches,) tensors."""
+def per_batch(supernet: torch.nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and accuracy of a supernet (or any classifier) on each batch: two
+    (batches,) tensors."""
     was_training = supernet.training
     supernet.eval()
     losses, accs = [], []
@@ -104,6 +105,11 @@ def per_batch(supernet: Supernet, batches) -> tuple[torch.Tensor, torch.Tensor]:
         accs.append((logits.argmax(1) == labels).float().mean())
     supernet.train(was_training)
     return torch.stack(losses).cpu().double(), torch.stack(accs).cpu().double()
+
+
+def summary(loss: torch.Tensor, acc: torch.Tensor) -> dict[str, float]:
+    """Per-batch losses and accuracies as their means and standard errors."""
+    return {"loss": loss.mean().item(), "loss_se": _se(loss), "top1": acc.mean().item(), "top1_se": _se(acc)}
 
 
 def _score(base: tuple[torch.Tensor, torch.Tensor], masked: tuple[torch.Tensor, torch.Tensor]) -> Score:
@@ -200,13 +206,11 @@ def score_genotypes(supernet: Supernet, genotypes: dict[str, Sequence], batches)
     try:
         for name, layers in genotypes.items():
             supernet.mask.copy_(mask_for(supernet, layers))
-            loss, acc = per_batch(supernet, batches)
-            out[name] = {"loss": loss.mean().item(), "loss_se": _se(loss), "top1": acc.mean().item(),
-                         "top1_se": _se(acc)}
+            out[name] = summary(*per_batch(supernet, batches))
     finally:
         supernet.mask.copy_(saved)
     return out
 
 
 __all__ = ["LayerSelection", "NOISE_SE", "Score", "choose", "families", "fixed_batches", "mask_for", "per_batch",
-           "score_genotypes", "score_layer", "select_by_effect"]
+           "score_genotypes", "score_layer", "select_by_effect", "summary"]

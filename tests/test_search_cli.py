@@ -168,6 +168,37 @@ def test_resume_continues_a_stopped_search(tmp_path, cli):
     torch.testing.assert_close(torch.tensor(a.alphas), torch.tensor(b.alphas), atol=1e-5, rtol=0)
 
 
+def test_seeds_run_one_search_each_and_write_the_majority(tmp_path, cli):
+    """--seeds: one complete run folder per seed, the per-layer agreement table, the majority
+    genotype in the top folder (the one the hint trains); --verify-epochs trains each genotype
+    of the closing check; --resume reuses finished seeds."""
+    out = tmp_path / "run"
+    args = ["search", "--data", DATA, "--epochs", "1", "--batch-size", "32", "--k", "2", "--seeds", "3,4",
+            "--verify-epochs", "1", "--out", out, *TINY]
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    seeds = [Genotype.load(out / f"seed-{s}" / "genotype.yaml") for s in (3, 4)]
+    assert [g.provenance["seed"] for g in seeds] == [3, 4]
+    for seed in (3, 4):
+        selection = json.loads((out / f"seed-{seed}" / "selection.json").read_text())
+        assert selection["verify_epochs"] == 1
+        assert {v["epochs"] for v in selection["verify"].values()} == {1}
+    combined = Genotype.load(out / "genotype.yaml")
+    votes = json.loads((out / "seeds.json").read_text())
+    assert combined.provenance["seeds"] == [3, 4] and votes["seeds"] == [3, 4]
+    for i, layer in enumerate(votes["layers"]):
+        assert layer["kept"] == list(combined.layers[i])
+        expected = sum(set(g.layers[i]) == set(combined.layers[i]) for g in seeds)
+        assert layer["agree"] == expected == combined.provenance["agree"][i]
+        assert sum(layer["votes"].values()) == 2 * 2  # two seeds, two directions each
+    assert "votes (seeds that kept each)" in result.stdout and "from scratch" in result.stdout
+    assert f"next: scansearch train {out / 'genotype.yaml'} --data {DATA}" in result.stdout
+    again = cli("search", "--resume", "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert "searching" not in again.stdout and Genotype.load(out / "genotype.yaml").layers == combined.layers
+    assert (out / "log.txt").read_text().count("finished before, reused") == 2
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["search", "--space", "nope"], ["nope"]),
     (["search", "--model", "vit_tiny"], ["vit_tiny"]),
@@ -180,6 +211,10 @@ def test_resume_continues_a_stopped_search(tmp_path, cli):
     (["search", "--resume"], ["--resume needs --out"]),
     (["search", "--model", "mambaout_micro"], ["no scan layers"]),
     (["search", "--warmup-epochs", "9"], ["--warmup-epochs"]),
+    (["search", "--seed", "1", "--seeds", "0,1"], ["--seed and --seeds"]),
+    (["search", "--seeds", "0,0"], ["--seeds", "repeated"]),
+    (["search", "--seeds", "0,x"], ["--seeds", "integers"]),
+    (["search", "--verify-epochs", "-1"], ["--verify-epochs"]),
     (["export", "/no/such/run"], ["not a run folder"]),
     (["train", "/no/such.yaml", "--out", "x"], ["such.yaml"]),
     (["eval", "/no/such/model"], ["not a model directory"]),

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 5, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.01, "seed": 0, "img_size": None,
     "mode": "bilevel", "order": 1, "arch_lr": 3e-2, "beta_decay": 0.0, "warmup_epochs": 1,
     "gumbel_k": None, "k": None, "set": [], "select": "perturb", "alphas": "learned", "finetune_steps": 10,
+    "verify_epochs": 0, "seeds": None,
 }
 SETTINGS = tuple(DEFAULTS)
 
@@ -59,6 +60,12 @@ def register(sub) -> None:
                    help="learned (default) or uniform: alphas frozen at zero, selection by effect alone")
     p.add_argument("--finetune-steps", type=int,
                    help="weight steps between layers in perturb selection (default 10)")
+    p.add_argument("--verify-epochs", type=int,
+                   help="closing check of the found genotype against cross and LocalMamba's baseline: 0 (default) "
+                        "scores each with the supernet's weights; N trains each from scratch for N epochs")
+    p.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
+                   help="run the search once per seed (into RUN/seed-S), report per layer how many agree and "
+                        "write one genotype by majority")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a model config field of the supernet, e.g. --set dim=16 (repeatable)")
     p.add_argument("--out", help="run folder (default runs/search-<time>)")
@@ -66,6 +73,16 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=run)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is repeated in {text!r}")
+    return seeds
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,6 +95,8 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
 
     given = _given(args)
     if not args.resume:
+        if "seed" in given and "seeds" in given:
+            raise CLIError("--seed and --seeds do not mix: give every seed to run to --seeds")
         settings = {**DEFAULTS, **given}
         if "warmup_epochs" not in given:  # the default warm-up never takes a whole short run
             settings["warmup_epochs"] = min(DEFAULTS["warmup_epochs"], max(0, settings["epochs"] - 1))
@@ -105,6 +124,8 @@ def _check(settings: dict[str, Any]) -> None:
             raise CLIError(f"--{name.replace('_', '-')} must be positive, got {settings[name]}")
     if settings["img_size"] is not None and settings["img_size"] < 1:
         raise CLIError(f"--img-size must be at least 1, got {settings['img_size']}")
+    if settings["verify_epochs"] < 0:
+        raise CLIError(f"--verify-epochs must not be negative, got {settings['verify_epochs']}")
     if settings["warmup_epochs"] < 0 or settings["warmup_epochs"] >= settings["epochs"]:
         raise CLIError(f"--warmup-epochs must be in [0, epochs={settings['epochs']}), got {settings['warmup_epochs']}")
 
@@ -141,7 +162,8 @@ def prepare(settings: dict[str, Any], device: str):
     darts_config = DartsConfig(mode=settings["mode"], order=settings["order"], arch_lr=settings["arch_lr"],
                                beta_decay=settings["beta_decay"], warmup_epochs=settings["warmup_epochs"],
                                gumbel_k=settings["gumbel_k"], k=settings["k"], select=settings["select"],
-                               alphas=settings["alphas"], finetune_steps=settings["finetune_steps"])
+                               alphas=settings["alphas"], finetune_steps=settings["finetune_steps"],
+                               verify_epochs=settings["verify_epochs"])
     darts_config.validate(settings["epochs"])
     return space, data, supernet, train_config, darts_config
 
@@ -149,27 +171,22 @@ def prepare(settings: dict[str, Any], device: str):
 def _write_reference(folder, found, name: str) -> Path:
     """A fixed genotype (cross, LocalMamba's baseline) for the model searched: same preset,
     grid and recorded model settings, so that training it compares like with like."""
-    import dataclasses
+    from ..searchers.verify import REFERENCES, as_genotype
 
-    from ..searchers.darts import REFERENCES
-
-    recorded = {k: found.provenance[k] for k in ("img_size", "model_overrides") if k in found.provenance}
-    genotype = dataclasses.replace(found, layers=(REFERENCES[name],) * len(found.layers), space=None, alphas=None,
-                                   provenance={"reference": name, **recorded})
     path = folder.file(f"{name}.yaml")
-    genotype.save(path)
+    as_genotype(found, (REFERENCES[name],) * len(found.layers), name).save(path)
     return path
 
 
-def run(args) -> int:
+def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
+    """One search into one run folder (checked before the folder is made); prints its tables
+    and returns (genotype, run folder, per-layer selection scores, the genotype to train)."""
     from ..searchers.darts import search
     from ..searchers.report import plot_heatmap, selection_table, verify_table, weights_table
     from ..searchers.run import RunFolder
 
-    run_dir = Path(args.out) if args.out else None
-    settings = _settings(args, run_dir)
     space, data, supernet, train_config, darts_config = prepare(settings, args.device)
-    if args.resume:
+    if resume:
         folder = RunFolder.open(run_dir)
     else:
         folder = RunFolder.create(run_dir or RunFolder.default_path())
@@ -177,15 +194,16 @@ def run(args) -> int:
                              "settings": settings, "data": data.describe(),
                              "train": train_config.to_dict(), "darts": darts_config.to_dict()})
     set_crash_log(folder.file(RunFolder.LOG))
-    folder.log(("resumed" if args.resume else "started") + f": {settings['searcher']} on {space.name}, "
+    folder.log(("resumed" if resume else "started") + f": {settings['searcher']} on {space.name}, "
                f"{settings['model']}, data {settings['data']}")
     if not args.quiet:
         console.print(f"searching [bold]{space.name}[/] ({len(space.candidates)} candidates, keep "
-                      f"{settings['k'] or space.k}) on {settings['model']} with {settings['data']}: "
-                      f"{supernet.num_layers} layers, {settings['epochs']} epochs -> {folder.path}", highlight=False)
+                      f"{settings['k'] or space.k}) on {settings['model']} with {settings['data']}, seed "
+                      f"{settings['seed']}: {supernet.num_layers} layers, {settings['epochs']} epochs -> {folder.path}",
+                      highlight=False)
     provenance = {"data": str(settings["data"])}
     started = time.perf_counter()
-    result = search(supernet, data, train_config, darts_config, folder, resume=args.resume,
+    result = search(supernet, data, train_config, darts_config, folder, resume=resume,
                     progress=not args.quiet, provenance=provenance)
     seconds = time.perf_counter() - started
     title = f"{space.name}: softmax(alpha) per layer, kept directions in bold green"
@@ -199,7 +217,10 @@ def run(args) -> int:
     selections, verify = result.extra["selections"], result.extra["verify"]
     if selections:
         console.print(selection_table(selections, f"{space.name}: selection by effect per layer"))
-    console.print(verify_table(verify, "the found genotype against fixed ones (same supernet weights, "
+    n = settings["verify_epochs"]
+    how = (f"each trained {n} epoch{'s' if n != 1 else ''} from scratch" if n
+           else "same supernet weights")
+    console.print(verify_table(verify, f"the found genotype against fixed ones ({how}, "
                                        "held-out batches the selection did not read)"))
     console.print(f"supernet val top-1 {result.train.val['top1']:.1%}; genotype: {folder.file(RunFolder.GENOTYPE)}"
                   + (f"; heat-map: {heatmap}" if heatmap else " (heat-map needs the plot extra)"), highlight=False)
@@ -209,6 +230,60 @@ def run(args) -> int:
         to_train = _write_reference(folder, result.genotype, best)
         console.print(f"the found genotype does not beat {best} on held-out data here: {to_train} holds {best}; "
                       f"train it (or both) before trusting the search", highlight=False)
+    scores = [{name: score.loss for name, score in sel.scores.items()} for sel in selections]
+    return result.genotype, folder, scores, to_train
+
+
+def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, args) -> Path:
+    """One search per seed into RUN/seed-S (a finished one is reused on --resume), then the
+    per-layer agreement table and the majority genotype in RUN/genotype.yaml."""
+    from ..searchers.report import votes_table
+    from ..searchers.run import RunFolder
+    from ..searchers.seeds import majority
+
+    seeds = settings["seeds"]
+    if resume:
+        folder = RunFolder.open(run_dir)
+    else:
+        prepare({**settings, "seed": seeds[0], "seeds": None}, args.device)  # every check before anything is written
+        folder = RunFolder.create(run_dir or RunFolder.default_path())
+        folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings})
+    set_crash_log(folder.file(RunFolder.LOG))
+    genotypes, scores = [], []
+    for seed in seeds:
+        sub = folder.path / f"seed-{seed}"
+        one = {**settings, "seed": seed, "seeds": None}
+        if (sub / RunFolder.SUMMARY).exists():
+            opened = RunFolder.open(sub)
+            genotypes.append(opened.read_genotype())
+            selection = opened.read_json(RunFolder.SELECTION)
+            scores.append([{name: s["loss"] for name, s in layer["scores"].items()}
+                           for layer in selection.get("layers", [])])
+            folder.log(f"seed {seed}: finished before, reused")
+            continue
+        genotype, _, seed_scores, _ = _search_one(one, sub, resume and (sub / RunFolder.CONFIG).exists(), args)
+        set_crash_log(folder.file(RunFolder.LOG))
+        genotypes.append(genotype)
+        scores.append(seed_scores)
+        folder.log(f"seed {seed}: finished")
+    k = genotypes[0].provenance.get("k") or genotypes[0].load_space().k
+    combined, votes = majority(genotypes, seeds, k, scores if all(scores) else None)
+    folder.write_genotype(combined)
+    folder.write_json("seeds.json", {"seeds": seeds, "layers": [v.to_dict() for v in votes]})
+    folder.write_summary({"genotype": combined.to_dict(), "seeds": seeds, "agree": [v.agree for v in votes]})
+    folder.log("finished: majority genotype written")
+    console.print(votes_table(votes, f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): per layer, the majority's "
+                                     f"directions and how many seeds kept exactly them"))
+    return folder.file(RunFolder.GENOTYPE), folder
+
+
+def run(args) -> int:
+    run_dir = Path(args.out) if args.out else None
+    settings = _settings(args, run_dir)
+    if settings["seeds"]:
+        to_train, folder = _search_seeds(settings, run_dir, args.resume, args)
+    else:
+        _, folder, _, to_train = _search_one(settings, run_dir, args.resume, args)
     console.print(f"next: scansearch train {to_train} --data {settings['data']} "
                   f"--out {folder.path / 'model'}", highlight=False, soft_wrap=True)  # a command to copy: one line
     return 0
