@@ -35,7 +35,9 @@ from scansearch.cli.search import DEFAULTS, prepare
 from scansearch.data import load_data
 from scansearch.genotype import Genotype
 from scansearch.models import build_model
-from scansearch.searchers.darts import REFERENCES, search
+from scansearch.searchers.darts import search
+from scansearch.searchers.run import RunFolder
+from scansearch.searchers.verify import REFERENCES, as_genotype
 from scansearch.train import TrainConfig, evaluate, fit
 
 
@@ -73,10 +75,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--select", default=DEFAULTS["select"])
     parser.add_argument("--randoms", type=int, default=3)
+    parser.add_argument("--searched", metavar="RUN",
+                        help="take each seed's genotype and search time from RUN/seed-S (a `scansearch search "
+                             "--seeds` run) instead of searching here")
     parser.add_argument("--out", default="bench_search_value.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     from scansearch.cli.common import parse_overrides
 
@@ -84,23 +88,28 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     search_seconds, found = [], {}
     for seed in seeds:
-        settings = {**DEFAULTS, "data": args.data, "space": args.space, "k": args.k, "seed": seed,
-                    "epochs": args.search_epochs, "img_size": args.img_size, "set": args.set, "select": args.select,
-                    "warmup_epochs": min(DEFAULTS["warmup_epochs"], args.search_epochs - 1)}
-        space, data, supernet, train_config, darts_config = prepare(settings, "cpu")
-        started = time.perf_counter()
-        result = search(supernet, data, train_config, darts_config, progress=False)
-        search_seconds.append(time.perf_counter() - started)
-        genotype = result.genotype
+        if args.searched:
+            folder = RunFolder.open(Path(args.searched) / f"seed-{seed}")
+            genotype = folder.read_genotype()
+            search_seconds.append(folder.read_json(RunFolder.SUMMARY)["seconds"])
+            space = genotype.load_space()
+        else:
+            settings = {**DEFAULTS, "data": args.data, "space": args.space, "k": args.k, "seed": seed,
+                        "epochs": args.search_epochs, "img_size": args.img_size, "set": args.set,
+                        "select": args.select, "warmup_epochs": min(DEFAULTS["warmup_epochs"], args.search_epochs - 1)}
+            space, data, supernet, train_config, darts_config = prepare(settings, "cpu")
+            started = time.perf_counter()
+            genotype = search(supernet, data, train_config, darts_config, progress=False).genotype
+            search_seconds.append(time.perf_counter() - started)
+            if args.k is not None:
+                space = genotype.load_space()
         found[seed] = [list(layer) for layer in genotype.layers]
-        recorded = {k: genotype.provenance[k] for k in ("img_size", "model_overrides") if k in genotype.provenance}
         n = len(genotype.layers)
-        kept = space if args.k is None else result.genotype.load_space()
         candidates = {"searched": genotype.layers,
                       **{name: (dirs,) * n for name, dirs in REFERENCES.items()},
-                      **random_genotypes(kept, n, args.randoms)}
+                      **random_genotypes(space, n, args.randoms)}
         for name, layers in candidates.items():
-            g = Genotype(layers=tuple(layers), model=genotype.model, grid=genotype.grid, provenance=recorded)
+            g = as_genotype(genotype, layers, name)
             top1 = train_once(g, args.data, args.img_size, seed, args.train_epochs, args.batch_size, args.lr, {})
             rows.setdefault(name, []).append(top1)
             print(f"seed {seed} {name:20s} {top1:.4f}", flush=True)
