@@ -107,3 +107,28 @@ def votes_table(votes, title: str) -> Table:
         table.add_row(str(v.layer), kept, f"[{style}]{v.agree}/{v.seeds}[/]" if style else f"{v.agree}/{v.seeds}",
                       ", ".join(f"{name} {count}" for name, count in v.votes.items()))
     return table
+
+
+def trials_table(study, objectives, best, title: str, top: int = 8) -> Table:
+    """The best trials (or the Pareto front) and the known genotypes' trials, with every
+    objective and the layers; ``*`` marks the best (or a Pareto member)."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best_numbers = {t.number for t in best}
+    sign = 1 if study.directions[0].name == "MINIMIZE" else -1
+    ranked = sorted(complete, key=lambda t: sign * t.values[0])
+    shown = [t for t in ranked if t.number in best_numbers][:top]
+    shown += [t for t in ranked[:top] if t not in shown][:max(0, top - len(shown))]
+    shown += [t for t in complete if t.user_attrs.get("known") and t not in shown]
+    table = Table(title=title, caption="* best" + (" (Pareto front)" if len(objectives) > 1 else ""))
+    table.add_column("trial", justify="right")
+    table.add_column("known")
+    for name in objectives:
+        table.add_column(name, justify="right")
+    table.add_column("layers")
+    for t in sorted(shown, key=lambda t: sign * t.values[0]):
+        mark = "*" if t.number in best_numbers else " "
+        layers = " | ".join(v.replace("+", " ") for _, v in sorted(t.params.items(), key=lambda kv: int(kv[0][6:])))
+        table.add_row(f"{t.number}{mark}", t.user_attrs.get("known", ""), *(f"{v:.4g}" for v in t.values), layers)
+    return table

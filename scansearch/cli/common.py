@@ -25,11 +25,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..genotype import GenotypeError
     from ..kernels import BackendError
     from ..models import ModelError
+    from ..searchers.encoding import EncodingError
     from ..searchers.run import RunError
+    from ..searchers.study import StudyError
     from ..spaces import SpaceError
 
     return (CLIError, SpaceError, GenotypeError, ModelError, DataError, TrainError, RunError, BackendError,
-            *PATH_ERRORS)
+            EncodingError, StudyError, *PATH_ERRORS)
 
 
 _crash_log = None

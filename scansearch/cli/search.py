@@ -1,4 +1,8 @@
-"""`scansearch search`: a DARTS search over a space's scan directions into a run folder.
+"""`scansearch search`: a search over a space's scan directions into a run folder.
+
+``--searcher darts`` (default) trains a DARTS supernet and selects by effect;
+``tpe``, ``random``, ``nsga2``, ``bruteforce`` and ``gp`` run an Optuna study of
+genotypes (:mod:`.search_optuna`).
 
 Everything is checked (space, model, data, options) before the run folder is created,
 so a mistake leaves nothing behind. ``--resume`` continues a run from its checkpoint
@@ -13,7 +17,7 @@ from typing import Any
 
 from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
 
-SEARCHERS = ("darts",)
+SEARCHERS = ("darts", "tpe", "random", "nsga2", "bruteforce", "gp")
 RUN_FORMAT = 1
 # Defaults that fit a micro supernet on a 2-core CPU within minutes.
 DEFAULTS: dict[str, Any] = {
@@ -22,19 +26,26 @@ DEFAULTS: dict[str, Any] = {
     "mode": "bilevel", "order": 1, "arch_lr": 3e-2, "beta_decay": 0.0, "warmup_epochs": 1,
     "gumbel_k": None, "k": None, "set": [], "select": "perturb", "alphas": "learned", "finetune_steps": 10,
     "verify_epochs": 0, "seeds": None,
+    # Optuna searchers
+    "trials": 60, "evaluator": "oneshot", "supernet": None, "objectives": "loss", "storage": None,
+    "study": "scansearch", "workers": 1, "pruner": None, "train_epochs": 2,
 }
 SETTINGS = tuple(DEFAULTS)
+RESUMABLE = ("trials", "workers")  # a resumed study may run to another total, with other workers
 
 
 def register(sub) -> None:
-    p = sub.add_parser("search", help="search per-layer scan directions with a DARTS supernet",
-                       description="Train a DARTS supernet over a space's directions and write the genotype.")
+    p = sub.add_parser("search", help="search per-layer scan directions (DARTS, or an Optuna study)",
+                       description="Search a space's per-layer scan directions and write the genotype: a DARTS "
+                                   "supernet (default) or an Optuna study of genotypes.")
     p.add_argument("--space", help="search space: a shipped name (see `scansearch spaces`) or a YAML file "
                                    "(default local8)")
     p.add_argument("--model", help="model preset the supernet is built from (default local_vim_micro)")
     p.add_argument("--data", help="digits | planted[:key=value,...] | PATH to an ImageFolder or CUB folder "
                                   "(default digits)")
-    p.add_argument("--searcher", choices=SEARCHERS, help="search strategy (default darts)")
+    p.add_argument("--searcher", choices=SEARCHERS,
+                   help="darts (default): a supernet trained with DARTS, selection by effect; tpe, random, nsga2, "
+                        "bruteforce, gp: an Optuna study whose trials are genotypes")
     p.add_argument("--epochs", type=int, help=f"supernet training epochs (default {DEFAULTS['epochs']})")
     p.add_argument("--batch-size", type=int, help="batch size (default 64)")
     p.add_argument("--lr", type=float, help="weight learning rate (default 1e-2)")
@@ -66,6 +77,23 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
                    help="run the search once per seed (into RUN/seed-S), report per layer how many agree and "
                         "write one genotype by majority")
+    o = p.add_argument_group("Optuna searchers (tpe, random, nsga2, bruteforce, gp)")
+    o.add_argument("--trials", type=int, help="trials the study reaches in total, resumed ones included (default 60)")
+    o.add_argument("--evaluator", choices=("oneshot", "train"),
+                   help="oneshot (default): score each genotype with a supernet's shared weights, seconds a trial; "
+                        "train: train its model for --train-epochs epochs")
+    o.add_argument("--supernet", metavar="RUN", help="score with the supernet of this DARTS run instead of training "
+                                                     "one (its data and model settings apply)")
+    o.add_argument("--objectives", metavar="M,M",
+                   help="what the study optimises: loss (default) or top1, then any of flops, params, latency_ms, "
+                        "ssm_layers for a Pareto front (e.g. loss,latency_ms)")
+    o.add_argument("--storage", metavar="URL", help="an Optuna storage URL or a .journal file (default: "
+                                                     "RUN/study.journal)")
+    o.add_argument("--study", help="the study's name in the storage (default scansearch)")
+    o.add_argument("--workers", type=int, help="processes that run trials of the one study (default 1)")
+    o.add_argument("--pruner", choices=("none", "median", "hyperband"),
+                   help="stop bad trials between training epochs (--evaluator train; default none)")
+    o.add_argument("--train-epochs", type=int, help="epochs each trial trains with --evaluator train (default 2)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a model config field of the supernet, e.g. --set dim=16 (repeatable)")
     p.add_argument("--out", help="run folder (default runs/search-<time>)")
@@ -107,12 +135,12 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
     stored = config.get("settings")
     if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict):
         raise CLIError(f"{run_dir / RunFolder.CONFIG}: not a scansearch search run")
-    changed = [k for k, v in given.items() if stored.get(k) != v]
+    changed = [k for k, v in given.items() if stored.get(k) != v and k not in RESUMABLE]
     if changed:
         k = changed[0]
         raise CLIError(f"--{k.replace('_', '-')}: {run_dir} was started with {stored.get(k)!r}; "
                        f"--resume keeps the stored settings (drop the option)")
-    return {**DEFAULTS, **stored}
+    return {**DEFAULTS, **stored, **{k: v for k, v in given.items() if k in RESUMABLE}}
 
 
 def _check(settings: dict[str, Any]) -> None:
@@ -180,7 +208,11 @@ def _write_reference(folder, found, name: str) -> Path:
 
 def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
     """One search into one run folder (checked before the folder is made); prints its tables
-    and returns (genotype, run folder, per-layer selection scores, the genotype to train)."""
+    and returns (genotype, run folder, per-layer selection scores or None, the genotype to train)."""
+    if settings["searcher"] != "darts":
+        from .search_optuna import search_one
+
+        return search_one(settings, run_dir, resume, args)
     from ..searchers.darts import search
     from ..searchers.report import plot_heatmap, selection_table, verify_table, weights_table
     from ..searchers.run import RunFolder
@@ -256,9 +288,9 @@ def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, 
         if (sub / RunFolder.SUMMARY).exists():
             opened = RunFolder.open(sub)
             genotypes.append(opened.read_genotype())
-            selection = opened.read_json(RunFolder.SELECTION)
+            selection = opened.read_json(RunFolder.SELECTION) if opened.file(RunFolder.SELECTION).exists() else {}
             scores.append([{name: s["loss"] for name, s in layer["scores"].items()}
-                           for layer in selection.get("layers", [])])
+                           for layer in selection.get("layers", [])] or None)
             folder.log(f"seed {seed}: finished before, reused")
             continue
         genotype, _, seed_scores, _ = _search_one(one, sub, resume and (sub / RunFolder.CONFIG).exists(), args)

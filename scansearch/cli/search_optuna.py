@@ -1,0 +1,273 @@
+"""`scansearch search --searcher tpe|random|nsga2|bruteforce|gp`: discrete search on an Optuna study.
+
+The run folder holds the study (``study.journal``, unless ``--storage`` names another),
+the supernet the one-shot evaluator scores with (``supernet/``, unless ``--supernet RUN``
+reuses a DARTS run's), the best genotype (``genotype.yaml``), one genotype per Pareto
+member when there are several objectives (``pareto/``), every trial (``trials.json``) and
+a summary. ``--workers N`` runs N processes on the one study; ``--resume`` continues it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import CLIError, console, set_crash_log
+
+OPTUNA_SEARCHERS = ("tpe", "random", "nsga2", "bruteforce", "gp")
+EVALUATORS = ("oneshot", "train")
+SUPERNET_DIR = "supernet"
+# what a reused supernet fixes: the search must read the data and model it was trained on
+SUPERNET_SETTINGS = ("space", "model", "data", "img_size", "set", "k", "batch_size", "seed")
+
+
+def _objectives(settings: dict[str, Any]) -> tuple[str, ...]:
+    from ..searchers.study import StudyError, check_objectives
+
+    try:
+        return check_objectives(str(settings["objectives"]).split(","))
+    except StudyError as err:
+        raise CLIError(f"--objectives: {err}") from None
+
+
+def check(settings: dict[str, Any]) -> None:
+    """The Optuna settings, checked before anything is written."""
+    if settings["trials"] < 1:
+        raise CLIError(f"--trials must be at least 1, got {settings['trials']}")
+    if settings["workers"] < 1:
+        raise CLIError(f"--workers must be at least 1, got {settings['workers']}")
+    if settings["evaluator"] not in EVALUATORS:
+        raise CLIError(f"--evaluator must be one of {', '.join(EVALUATORS)}, got {settings['evaluator']!r}")
+    if settings["train_epochs"] < 1:
+        raise CLIError(f"--train-epochs must be at least 1, got {settings['train_epochs']}")
+    if settings["supernet"] is not None and settings["evaluator"] != "oneshot":
+        raise CLIError("--supernet is what the oneshot evaluator scores with; drop it or use --evaluator oneshot")
+    objectives = _objectives(settings)
+    from ..searchers.study import StudyError, make_pruner, make_sampler
+
+    try:
+        make_sampler(settings["searcher"], settings["seed"], objectives, settings["trials"])
+        make_pruner(settings["pruner"])
+    except StudyError as err:
+        raise CLIError(str(err)) from None
+    if settings["pruner"] not in (None, "none") and settings["evaluator"] != "train":
+        raise CLIError("--pruner stops trials between training epochs: it needs --evaluator train")
+
+
+def supernet_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """With ``--supernet RUN``: the data and model settings of that DARTS run (an option given
+    here that differs is an error); else the settings as they are."""
+    from ..searchers.run import RunError, RunFolder
+    from .search import RUN_FORMAT
+
+    if settings["supernet"] is None:
+        return settings
+    try:
+        config = RunFolder.open(settings["supernet"]).read_config()
+    except RunError as err:
+        raise CLIError(f"--supernet: {err}") from None
+    stored = config.get("settings")
+    if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict) or config.get("searcher") != "darts":
+        raise CLIError(f"--supernet {settings['supernet']}: not a scansearch DARTS run folder")
+    if not (Path(settings["supernet"]) / "checkpoint.pt").is_file():
+        raise CLIError(f"--supernet {settings['supernet']}: holds no checkpoint.pt (the run has not trained an epoch)")
+    return {**settings, **{k: stored.get(k) for k in SUPERNET_SETTINGS}}
+
+
+def _template(supernet, space):
+    """The genotype every trial's layers go into: the model searched, its grid and settings,
+    the space with the k kept."""
+    from ..genotype import Genotype
+    from ..searchers.darts import model_record
+
+    layers = (space.patterns[:space.k],) * supernet.num_layers
+    return Genotype(layers=layers, model=supernet.preset, space=space.ref, grid=tuple(supernet.token_grid),
+                    provenance=model_record(supernet))
+
+
+def build(settings: dict[str, Any], folder_path: Path, device: str, *, train_supernet: bool, resume: bool,
+          progress: bool):
+    """(encoding, evaluator, costs, template) for the settings.
+    The one-shot supernet is trained into RUN/supernet (``train_supernet``) or loaded from it,
+    or from ``--supernet RUN``."""
+    from ..searchers.darts import held_out_halves, kept_space
+    from ..searchers.encoding import GenotypeEncoding
+    from ..searchers.evaluators import Costs, OneShot, Trained
+    from ..searchers.oneshot import load_supernet_weights, train_uniform
+    from ..train import resolve_device
+    from .search import prepare
+
+    space, data, supernet, train_config, darts_config = prepare({**settings, "mode": "bilevel", "alphas": "uniform",
+                                                                 "select": "perturb"}, device)
+    space = kept_space(space, settings["k"])
+    template = _template(supernet, space)
+    encoding = GenotypeEncoding(space, supernet.num_layers)
+    if settings["evaluator"] == "oneshot":
+        source = Path(settings["supernet"]) if settings["supernet"] else folder_path / SUPERNET_DIR
+        if train_supernet:
+            train_uniform(supernet, data, train_config, darts_config, source, resume=resume, progress=progress)
+        else:
+            load_supernet_weights(supernet, source / "checkpoint.pt")
+        select_half, _ = held_out_halves(data.val, next(supernet.parameters()).device, None)
+        evaluator = OneShot(supernet, select_half)
+    else:
+        evaluator = Trained(template, data, train_config, settings["train_epochs"])
+    costs = Costs(template, num_classes=data.num_classes, img_size=data.img_size, in_chans=data.in_chans,
+                  device=str(resolve_device(train_config.device)))
+    return encoding, evaluator, costs, template
+
+
+def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str) -> None:
+    """One extra worker process: the same study, its own sampler seed."""
+    import optuna
+
+    from ..searchers.study import Objective, create_study, make_pruner, make_sampler, open_storage, run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = Path(folder_path)
+    objectives = _objectives(settings)
+    encoding, evaluator, costs, _ = build(settings, path, device, train_supernet=False, resume=False,
+                                           progress=False)
+    seed = None if settings["seed"] is None else settings["seed"] + index
+    study = create_study(open_storage(settings["storage"], path), settings["study"], objectives,
+                         make_sampler(settings["searcher"], seed, objectives, settings["trials"]),
+                         make_pruner(settings["pruner"]), resume=True, encoding=encoding)
+    run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"])
+
+
+def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
+    """An Optuna search into one run folder; returns (genotype, folder, None, genotype to train)."""
+    import optuna
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..searchers.report import trials_table
+    from ..searchers.run import RunFolder
+    from ..searchers.study import (FINISHED, Objective, create_study, make_pruner, make_sampler, open_storage,
+                                   run_study, stale_to_failed)
+    from .search import RUN_FORMAT
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check(settings)
+    settings = supernet_settings(settings)
+    objectives = _objectives(settings)
+    if resume:
+        folder = RunFolder.open(run_dir)
+    else:
+        from .search import prepare
+        prepare({**settings, "alphas": "uniform"}, args.device)  # every check before the folder exists
+        folder = RunFolder.create(run_dir or RunFolder.default_path())
+        folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings})
+    set_crash_log(folder.file(RunFolder.LOG))
+    folder.log(("resumed" if resume else "started") + f": {settings['searcher']} with the {settings['evaluator']} "
+               f"evaluator, {settings['trials']} trials, objectives {','.join(objectives)}")
+    started = time.perf_counter()
+    encoding, evaluator, costs, template = build(
+        settings, folder.path, args.device, train_supernet=settings["supernet"] is None, resume=resume,
+        progress=not args.quiet)
+    storage = open_storage(settings["storage"], folder.path)
+    study = create_study(storage, settings["study"], objectives,
+                         make_sampler(settings["searcher"], settings["seed"], objectives, settings["trials"]),
+                         make_pruner(settings["pruner"]), resume=resume and _has_study(storage, settings["study"]),
+                         encoding=encoding)
+    if resume and settings["workers"] == 1:
+        retried = stale_to_failed(study)
+        if retried:
+            folder.log(f"trials {retried} were running when the search stopped: marked failed, asked again")
+    if not args.quiet:
+        console.print(f"searching [bold]{encoding.space.name}[/] with {settings['searcher']} and the "
+                      f"{settings['evaluator']} evaluator: {encoding.describe()}; {settings['trials']} trials, "
+                      f"objectives {', '.join(objectives)}, {settings['workers']} worker(s) -> {folder.path}",
+                      highlight=False)
+    workers = [multiprocessing.get_context("spawn").Process(
+        target=_worker, args=(settings, str(folder.path), i, args.device), daemon=False)
+        for i in range(1, settings["workers"])]
+    for w in workers:
+        w.start()
+    bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}"), console=console, disable=args.quiet or not console.is_terminal)
+    with bar:
+        task = bar.add_task("trials", total=settings["trials"],
+                            completed=len(study.get_trials(deepcopy=False, states=FINISHED)), info="")
+
+        def on_trial(study_, trial):
+            finished = len(study_.get_trials(deepcopy=False, states=FINISHED))
+            bar.update(task, completed=min(finished, settings["trials"]),
+                       info=f"#{trial.number}: {trial.state.name.lower()} "
+                            + ("" if trial.values is None else ", ".join(f"{v:.4g}" for v in trial.values)))
+            folder.log(f"trial {trial.number}: {trial.state.name.lower()} {trial.values} {trial.params}")
+
+        result = run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"],
+                           on_trial=on_trial)
+    for w in workers:
+        w.join()
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    if failed:
+        raise CLIError(f"{len(failed)} worker process(es) failed (exit codes {failed}); see {folder.file('log.txt')}")
+    seconds = time.perf_counter() - started
+    if not result.best:
+        raise CLIError("no trial completed; nothing to export")
+    genotype = _genotype(result.best[0], encoding, template, settings, objectives)
+    folder.write_genotype(genotype)
+    pareto = _write_pareto(folder, result, encoding, template, settings, objectives) if len(objectives) > 1 else []
+    trials = [_trial_record(t) for t in study.get_trials(deepcopy=False)]
+    folder.write_json("trials.json", {"objectives": list(objectives), "trials": trials})
+    folder.write_summary({"genotype": genotype.to_dict(), "seconds": round(seconds, 1),
+                          "trials": sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials),
+                          "best": _trial_record(result.best[0]), "pareto": pareto})
+    folder.log(f"finished: best trial {result.best[0].number}, genotype written")
+    console.print(trials_table(study, objectives, result.best, f"{settings['searcher']} ({settings['evaluator']}): "
+                               f"the best trials and the known genotypes"))
+    console.print(f"{len(trials)} trials in {seconds:.0f} s; genotype: {folder.file(RunFolder.GENOTYPE)}"
+                  + (f"; Pareto front: {len(pareto)} genotypes in {folder.file('pareto')}" if pareto else ""),
+                  highlight=False)
+    known = result.best[0].user_attrs.get("known")
+    if known:
+        console.print(f"the best trial is the fixed genotype {known}: the search found nothing better here",
+                      highlight=False)
+    return genotype, folder, None, folder.file(RunFolder.GENOTYPE)
+
+
+def _has_study(storage, name: str) -> bool:
+    import optuna
+
+    try:
+        return name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    except Exception:  # noqa: BLE001 - an empty or fresh storage
+        return False
+
+
+def _genotype(trial, encoding, template, settings, objectives):
+    from ..searchers.verify import as_genotype
+
+    layers = encoding.decode(trial.params)
+    base = as_genotype(template, layers, "trial")
+    prov = {"searcher": settings["searcher"], "evaluator": settings["evaluator"], "trial": trial.number,
+            "trials": settings["trials"], "seed": settings["seed"], "data": str(settings["data"]),
+            "k": encoding.k, **{o: round(float(v), 6) for o, v in zip(objectives, trial.values)},
+            **{k: v for k, v in template.provenance.items() if k in ("img_size", "model_overrides")}}
+    if trial.user_attrs.get("known"):
+        prov["known"] = trial.user_attrs["known"]
+    return dataclasses.replace(base, space=template.space, provenance=prov)
+
+
+def _write_pareto(folder, result, encoding, template, settings, objectives) -> list[dict]:
+    from ..fileio import atomic_write_text
+
+    out = folder.path / "pareto"
+    out.mkdir(exist_ok=True)
+    members = []
+    for rank, trial in enumerate(result.best):
+        name = f"{rank:02d}-trial-{trial.number}.yaml"
+        atomic_write_text(out / name, _genotype(trial, encoding, template, settings, objectives).to_yaml())
+        members.append({"file": f"pareto/{name}", **_trial_record(trial)})
+    return members
+
+
+def _trial_record(trial) -> dict[str, Any]:
+    return {"number": trial.number, "state": trial.state.name, "values": trial.values, "params": trial.params,
+            "metrics": {k: v for k, v in trial.user_attrs.items()}}
+
+
+__all__ = ["EVALUATORS", "OPTUNA_SEARCHERS", "check", "search_one"]

@@ -1,0 +1,112 @@
+"""`scansearch search --searcher tpe|random|nsga2|bruteforce` driven as a user would."""
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import yaml
+
+from conftest import assert_one_line_error
+from scansearch import Genotype
+
+DATA = "planted:grid=8,motifs_per_image=2,n_train=96,n_val=48,n_test=48"
+TINY = ["--set", "dim=8", "--set", "depth=2", "--set", "d_state=4", "--set", "expand=1.0"]
+QUICK = ["--data", DATA, "--epochs", "1", "--batch-size", "32", "--quiet", *TINY]
+
+
+def finished(run) -> list[dict]:
+    trials = json.loads((run / "trials.json").read_text())["trials"]
+    return [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+
+
+def test_tpe_with_the_oneshot_evaluator_writes_a_run_that_train_accepts_and_resumes(tmp_path, cli):
+    run = tmp_path / "tpe"
+    result = cli("search", "--searcher", "tpe", "--trials", "8", "--out", run, *QUICK)
+    assert result.returncode == 0, result.stderr
+    for name in ("config.yaml", "study.journal", "supernet/checkpoint.pt", "genotype.yaml", "trials.json",
+                 "summary.json", "log.txt"):
+        assert (run / name).is_file(), name
+    assert "the best trials and the known genotypes" in result.stdout
+    trials = finished(run)
+    assert len(trials) == 8
+    assert [t["metrics"].get("known") for t in trials[:2]] == ["cross", "localmamba_baseline"]
+    genotype = Genotype.load(run / "genotype.yaml")
+    best = min(trials, key=lambda t: t["values"][0])
+    assert genotype.provenance["searcher"] == "tpe" and genotype.provenance["trial"] == best["number"]
+    assert genotype.provenance["loss"] == pytest.approx(best["values"][0], abs=1e-6)
+    model_dir = tmp_path / "model"
+    trained = cli("train", run / "genotype.yaml", "--data", DATA, "--out", model_dir, "--epochs", "1", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    # resume to a larger total: the finished trials are kept as they were, the supernet is not retrained
+    stamp = (run / "supernet" / "checkpoint.pt").stat().st_mtime_ns
+    again = cli("search", "--resume", "--out", run, "--trials", "12", "--quiet")
+    assert again.returncode == 0, again.stderr
+    more = finished(run)
+    assert len(more) == 12 and more[:8] == trials
+    assert (run / "supernet" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    study = optuna.load_study(study_name="scansearch", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(run / "study.journal"))))
+    assert len(study.trials) == 12
+
+
+def test_oneshot_reuses_a_darts_supernet_and_nsga2_exports_a_pareto_front(tmp_path, cli):
+    darts = tmp_path / "darts"
+    result = cli("search", "--out", darts, "--k", "2", *QUICK)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "nsga2"
+    result = cli("search", "--searcher", "nsga2", "--supernet", darts, "--objectives", "loss,flops", "--trials", "12",
+                 "--out", run, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert not (run / "supernet").exists()  # scored with the DARTS run's weights
+    settings = yaml.safe_load((run / "config.yaml").read_text())["settings"]
+    assert settings["k"] == 2 and settings["data"] == DATA  # taken from the DARTS run
+    summary = json.loads((run / "summary.json").read_text())
+    front = summary["pareto"]
+    assert front and all((run / m["file"]).is_file() for m in front)
+    points = [tuple(m["values"]) for m in front]
+    for loss, flops in points:
+        assert not any(l2 <= loss and f2 <= flops and (l2, f2) != (loss, flops) for l2, f2 in points)
+    for member in front:
+        genotype = Genotype.load(run / member["file"])
+        assert all(len(layer) == 2 for layer in genotype.layers)
+        assert genotype.provenance["flops"] == member["values"][1] == member["metrics"]["flops"]
+
+
+def test_the_train_evaluator_reports_each_epoch_and_the_median_pruner_stops_trials(tmp_path, cli):
+    run = tmp_path / "train"
+    result = cli("search", "--searcher", "random", "--evaluator", "train", "--train-epochs", "3", "--pruner", "median",
+                 "--trials", "10", "--out", run, *QUICK)
+    assert result.returncode == 0, result.stderr
+    assert not (run / "supernet").exists()
+    trials = json.loads((run / "trials.json").read_text())["trials"]
+    assert len(finished(run)) == 10
+    study = optuna.load_study(study_name="scansearch", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(run / "study.journal"))))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(sorted(t.intermediate_values) == [1, 2, 3] for t in complete)
+    assert all(t["state"] in ("COMPLETE", "PRUNED") for t in trials)
+
+
+def test_two_workers_run_one_study_from_the_command_line(tmp_path, cli):
+    run = tmp_path / "workers"
+    result = cli("search", "--searcher", "random", "--workers", "2", "--trials", "10", "--out", run, *QUICK)
+    assert result.returncode == 0, result.stderr
+    trials = json.loads((run / "trials.json").read_text())["trials"]
+    assert [t["number"] for t in trials] == list(range(len(trials)))
+    assert 10 <= len(finished(run)) <= 11 and all(t["state"] == "COMPLETE" for t in trials)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--trials", "0"], ["--trials"]),
+    (["--workers", "0"], ["--workers"]),
+    (["--objectives", "speed"], ["--objectives", "speed"]),
+    (["--objectives", "flops,loss"], ["first objective"]),
+    (["--supernet", "/no/such/run"], ["/no/such/run"]),
+    (["--pruner", "median"], ["--pruner", "--evaluator train"]),
+    (["--evaluator", "train", "--supernet", "x"], ["--supernet"]),
+])
+def test_bad_optuna_options_are_one_line_and_leave_nothing(args, fragments, tmp_path, cli):
+    result = cli("search", "--searcher", "tpe", *args, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []
