@@ -17,7 +17,7 @@ from typing import Any
 
 from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
 
-SEARCHERS = ("darts", "tpe", "random", "nsga2", "bruteforce", "gp")
+SEARCHERS = ("darts", "tpe", "random", "nsga2", "bruteforce", "gp", "zero-cost")
 RUN_FORMAT = 1
 # Defaults that fit a micro supernet on a 2-core CPU within minutes.
 DEFAULTS: dict[str, Any] = {
@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "verify_epochs": 0, "seeds": None,
     # Optuna searchers
     "trials": 60, "evaluator": "oneshot", "supernet": None, "objectives": "loss", "storage": None,
-    "study": "scansearch", "workers": 1, "pruner": None, "train_epochs": 2,
+    "study": "scansearch", "workers": 1, "pruner": None, "train_epochs": 2, "proxy": "zico",
 }
 SETTINGS = tuple(DEFAULTS)
 RESUMABLE = ("trials", "workers")  # a resumed study may run to another total, with other workers
@@ -45,7 +45,8 @@ def register(sub) -> None:
                                   "(default digits)")
     p.add_argument("--searcher", choices=SEARCHERS,
                    help="darts (default): a supernet trained with DARTS, selection by effect; tpe, random, nsga2, "
-                        "bruteforce, gp: an Optuna study whose trials are genotypes")
+                        "bruteforce, gp: an Optuna study whose trials are genotypes; zero-cost: random genotypes "
+                        "ranked by a zero-cost proxy (--proxy), no training")
     p.add_argument("--epochs", type=int, help=f"supernet training epochs (default {DEFAULTS['epochs']})")
     p.add_argument("--batch-size", type=int, help="batch size (default 64)")
     p.add_argument("--lr", type=float, help="weight learning rate (default 1e-2)")
@@ -77,11 +78,13 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
                    help="run the search once per seed (into RUN/seed-S), report per layer how many agree and "
                         "write one genotype by majority")
-    o = p.add_argument_group("Optuna searchers (tpe, random, nsga2, bruteforce, gp)")
+    o = p.add_argument_group("Optuna searchers (tpe, random, nsga2, bruteforce, gp, zero-cost)")
     o.add_argument("--trials", type=int, help="trials the study reaches in total, resumed ones included (default 60)")
-    o.add_argument("--evaluator", choices=("oneshot", "train"),
+    o.add_argument("--evaluator", choices=("oneshot", "train", "zero-cost"),
                    help="oneshot (default): score each genotype with a supernet's shared weights, seconds a trial; "
-                        "train: train its model for --train-epochs epochs")
+                        "train: train its model for --train-epochs epochs; zero-cost: a proxy of the untrained model")
+    o.add_argument("--proxy", choices=("locality", "grad_norm", "zico", "synflow", "params", "flops"),
+                   help="the zero-cost proxy that ranks (default zico)")
     o.add_argument("--supernet", metavar="RUN", help="score with the supernet of this DARTS run instead of training "
                                                      "one (its data and model settings apply)")
     o.add_argument("--objectives", metavar="M,M",

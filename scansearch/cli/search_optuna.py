@@ -16,8 +16,8 @@ from typing import Any
 
 from .common import CLIError, console, set_crash_log
 
-OPTUNA_SEARCHERS = ("tpe", "random", "nsga2", "bruteforce", "gp")
-EVALUATORS = ("oneshot", "train")
+OPTUNA_SEARCHERS = ("tpe", "random", "nsga2", "bruteforce", "gp", "zero-cost")
+EVALUATORS = ("oneshot", "train", "zero-cost")
 SUPERNET_DIR = "supernet"
 # what a reused supernet fixes: the search must read the data and model it was trained on
 SUPERNET_SETTINGS = ("space", "model", "data", "img_size", "set", "k", "batch_size", "seed")
@@ -32,6 +32,15 @@ def _objectives(settings: dict[str, Any]) -> tuple[str, ...]:
         raise CLIError(f"--objectives: {err}") from None
 
 
+def resolve(settings: dict[str, Any]) -> dict[str, Any]:
+    """``--searcher zero-cost`` is random sampling ranked by a zero-cost proxy."""
+    if settings["searcher"] != "zero-cost":
+        return settings
+    if settings["evaluator"] not in ("oneshot", "zero-cost"):  # oneshot: the default, not a choice
+        raise CLIError("--searcher zero-cost ranks by a zero-cost proxy; drop --evaluator")
+    return {**settings, "evaluator": "zero-cost"}
+
+
 def check(settings: dict[str, Any]) -> None:
     """The Optuna settings, checked before anything is written."""
     if settings["trials"] < 1:
@@ -42,13 +51,17 @@ def check(settings: dict[str, Any]) -> None:
         raise CLIError(f"--evaluator must be one of {', '.join(EVALUATORS)}, got {settings['evaluator']!r}")
     if settings["train_epochs"] < 1:
         raise CLIError(f"--train-epochs must be at least 1, got {settings['train_epochs']}")
+    from ..searchers.zero_cost import PROXIES
+
+    if settings["proxy"] not in PROXIES:
+        raise CLIError(f"--proxy must be one of {', '.join(PROXIES)}, got {settings['proxy']!r}")
     if settings["supernet"] is not None and settings["evaluator"] != "oneshot":
         raise CLIError("--supernet is what the oneshot evaluator scores with; drop it or use --evaluator oneshot")
     objectives = _objectives(settings)
     from ..searchers.study import StudyError, make_pruner, make_sampler
 
     try:
-        make_sampler(settings["searcher"], settings["seed"], objectives, settings["trials"])
+        make_sampler(_sampler(settings), settings["seed"], objectives, settings["trials"])
         make_pruner(settings["pruner"])
     except StudyError as err:
         raise CLIError(str(err)) from None
@@ -96,6 +109,7 @@ def build(settings: dict[str, Any], folder_path: Path, device: str, *, train_sup
     from ..searchers.encoding import GenotypeEncoding
     from ..searchers.evaluators import Costs, OneShot, Trained
     from ..searchers.oneshot import load_supernet_weights, train_uniform
+    from ..searchers.zero_cost import ZeroCost
     from ..train import resolve_device
     from .search import prepare
 
@@ -112,11 +126,24 @@ def build(settings: dict[str, Any], folder_path: Path, device: str, *, train_sup
             load_supernet_weights(supernet, source / "checkpoint.pt")
         select_half, _ = held_out_halves(data.val, next(supernet.parameters()).device, None)
         evaluator = OneShot(supernet, select_half)
+    elif settings["evaluator"] == "zero-cost":
+        batches = [batch for _, batch in zip(range(2), data.train)]
+        if len(batches) == 1 and len(batches[0][1]) >= 2:  # one batch of training data: its two halves
+            images, labels = batches[0]
+            half = len(labels) // 2
+            batches = [(images[:half], labels[:half]), (images[half:], labels[half:])]
+        if len(batches) < 2:
+            raise CLIError("--evaluator zero-cost needs at least two training images")
+        evaluator = ZeroCost(template, data, batches, proxy=settings["proxy"], seed=settings["seed"])
     else:
         evaluator = Trained(template, data, train_config, settings["train_epochs"])
     costs = Costs(template, num_classes=data.num_classes, img_size=data.img_size, in_chans=data.in_chans,
                   device=str(resolve_device(train_config.device)))
     return encoding, evaluator, costs, template
+
+
+def _sampler(settings: dict[str, Any]) -> str:
+    return "random" if settings["searcher"] == "zero-cost" else settings["searcher"]
 
 
 def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str) -> None:
@@ -132,7 +159,7 @@ def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str)
                                            progress=False)
     seed = None if settings["seed"] is None else settings["seed"] + index
     study = create_study(open_storage(settings["storage"], path), settings["study"], objectives,
-                         make_sampler(settings["searcher"], seed, objectives, settings["trials"]),
+                         make_sampler(_sampler(settings), seed, objectives, settings["trials"]),
                          make_pruner(settings["pruner"]), resume=True, encoding=encoding)
     run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"])
 
@@ -149,6 +176,7 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
     from .search import RUN_FORMAT
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = resolve(settings)
     check(settings)
     settings = supernet_settings(settings)
     objectives = _objectives(settings)
@@ -168,7 +196,7 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
         progress=not args.quiet)
     storage = open_storage(settings["storage"], folder.path)
     study = create_study(storage, settings["study"], objectives,
-                         make_sampler(settings["searcher"], settings["seed"], objectives, settings["trials"]),
+                         make_sampler(_sampler(settings), settings["seed"], objectives, settings["trials"]),
                          make_pruner(settings["pruner"]), resume=resume and _has_study(storage, settings["study"]),
                          encoding=encoding)
     if resume and settings["workers"] == 1:
