@@ -38,3 +38,11 @@ def test_search_on_an_imagefolder(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("genotype.yaml", "model/weights.safetensors", "model/metrics.json"):
         assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_search_with_optuna(tmp_path):
+    result = run_example("search_optuna.py", "--fast", "--out", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 trials; best trial" in result.stdout and "loss on unseen batches" in result.stdout
+    for name in ("genotype.yaml", "study.journal", "supernet/checkpoint.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
