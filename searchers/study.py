@@ -185,8 +185,9 @@ def best_trials(study: optuna.Study, objectives: Sequence[str]) -> list[optuna.t
 
 
 def create_study(storage, name: str, objectives: Sequence[str], sampler, pruner, *, resume: bool,
-                 encoding: GenotypeEncoding) -> optuna.Study:
-    """Create the study (``resume=False``; enqueues the known genotypes) or load it."""
+                 encoding: GenotypeEncoding, enqueue_known: bool = True) -> optuna.Study:
+    """Create the study (``resume=False``; enqueues the known genotypes unless told not to)
+    or load it."""
     directions = [OBJECTIVES[o] for o in objectives]
     if resume:
         try:
@@ -198,8 +199,8 @@ def create_study(storage, name: str, objectives: Sequence[str], sampler, pruner,
         return study
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=directions, load_if_exists=True)
-    if study.get_trials(deepcopy=False):
-        return study  # another worker created and seeded it
+    if study.get_trials(deepcopy=False) or not enqueue_known:
+        return study  # another worker created and seeded it, or the sampler starts alone
     for label, layers in known_genotypes(encoding).items():
         study.enqueue_trial(encoding.params(layers), user_attrs={"known": label})
     return study
