@@ -166,3 +166,19 @@ def test_two_worker_processes_share_one_journal_study(tmp_path):
     finished = [t for t in trials if t.state in FINISHED]
     assert 24 <= len(finished) <= 25  # each worker stops at 24; at most the other's last one runs over
     assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_costs_count_flops_params_latency_and_ssm_layers():
+    from scansearch.genotype import Genotype
+    from scansearch.searchers.evaluators import Costs
+
+    template = Genotype(layers=(("h", "h_flip", "v", "v_flip"),) * 2, model="local_vim_micro", grid=(8, 8),
+                        provenance={"img_size": 8, "model_overrides": {"dim": 8, "depth": 2, "d_state": 4}})
+    costs = Costs(template, num_classes=4, img_size=8, in_chans=1, repeats=3)
+    four = costs((("h", "h_flip", "v", "v_flip"),) * 2, ("flops", "params", "latency_ms", "ssm_layers"))
+    assert four["ssm_layers"] == 2 and four["latency_ms"] > 0 and four["params"] > 0
+    assert costs((("h", "h_flip", "v", "v_flip"),) * 2, ("ssm_layers",)) == {"ssm_layers": 2.0}
+    from scansearch.flops import count_flops
+    from scansearch.models import build_model
+    model = build_model(template, num_classes=4, img_size=8, in_chans=1)
+    assert four["flops"] == count_flops(model, 8, 1)
