@@ -59,8 +59,9 @@ def main() -> None:
         evaluator = OneShot(supernet, select)
         for sampler in args.samplers.split(","):
             started = time.perf_counter()
-            study = create_study(None, f"{sampler}-{seed}", ("loss",), make_sampler(sampler, seed, ("loss",), args.trials),
-                                 None, resume=False, encoding=encoding, enqueue_known=False)
+            study = create_study(None, f"{sampler}-{seed}", ("loss",),
+                                 make_sampler(sampler, seed, ("loss",), args.trials), None, resume=False,
+                                 encoding=encoding, enqueue_known=False)
             result = run_study(study, Objective(encoding, evaluator, ("loss",)), args.trials)
             best = encoding.decode(result.best[0].params)
             first = next((t.number for t in study.trials if family <= set(encoding.decode(t.params)[0])), None)
@@ -69,8 +70,9 @@ def main() -> None:
             print(f"seed {seed} {sampler:6s} best layer 0 {' '.join(best[0])}  loss {result.best[0].value:.4f}  "
                   f"pass {family <= set(best[0])}", flush=True)
     p = chance(len(space.patterns), space.k)
-    print(f"\n{args.runs}: one-shot {args.trials} trials per study ({args.batches} held-out batches each), no known genotypes enqueued; pass = the best "
-          f"trial's layer 0 keeps {' and '.join(sorted(family))} (chance {p:.1%} a seed, {p ** 3:.1%} for three)")
+    print(f"\n{args.runs}: one-shot {args.trials} trials per study ({args.batches} held-out batches each), no "
+          f"known genotypes enqueued; pass = the best trial's layer 0 keeps {' and '.join(sorted(family))} "
+          f"(chance {p:.1%} a seed, {p ** 3:.1%} for three)")
     print("| seed | sampler | best layer 0 | pass | held-out loss | first trial with the family in layer 0 | seconds |")
     print("|---:|---|---|---|---:|---:|---:|")
     for seed, sampler, layer, ok, loss, first, seconds in rows:
