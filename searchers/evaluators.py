@@ -63,8 +63,8 @@ class _ReportEachEpoch:
         self.trial = trial
 
     def on_epoch_end(self, ctx, record: dict[str, Any]) -> None:
-        if self.trial is None:
-            return
+        if self.trial is None or len(self.trial.study.directions) > 1:
+            return  # Optuna prunes single-objective studies only
         self.trial.report(record["val_loss"], record["epoch"])
         if self.trial.should_prune():
             raise PrunedByOptuna(record["epoch"])

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from ..errors import DivergenceError
 from ..spaces import NONE
 from .encoding import GenotypeEncoding
 from .verify import REFERENCES
@@ -31,6 +32,7 @@ OBJECTIVES = {"loss": "minimize", "top1": "maximize", "flops": "minimize", "para
               "latency_ms": "minimize", "ssm_layers": "minimize"}
 COSTS = ("flops", "params", "latency_ms", "ssm_layers")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+BOOKKEEPING = ("known", "retry_of")  # user attributes that say where a trial came from, not what it measured
 JOURNAL = "study.journal"
 
 
@@ -118,8 +120,9 @@ def stale_to_failed(study: optuna.Study) -> list[int]:
     again; returns their numbers. Only for a study no other process is running."""
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        study.tell(t.number, state=TrialState.FAIL)
+        attrs = {k: v for k, v in t.user_attrs.items() if k in BOOKKEEPING}
+        study.enqueue_trial(dict(t.params), user_attrs={**attrs, "retry_of": t.number}, skip_if_exists=False)
     return [t.number for t in stale]
 
 
@@ -158,7 +161,8 @@ class Objective:
     def _earlier(self, trial: optuna.Trial) -> dict[str, float] | None:
         for done in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if done.params == trial.params and all(o in done.user_attrs for o in self.objectives):
-                return {k: v for k, v in done.user_attrs.items() if isinstance(v, (int, float))}
+                return {k: v for k, v in done.user_attrs.items()
+                        if k not in BOOKKEEPING and isinstance(v, (int, float))}
         return None
 
 
@@ -170,7 +174,7 @@ def run_study(study: optuna.Study, objective: Objective, trials: int, *,
     if on_trial is not None:
         callbacks.append(on_trial)
     if done < trials:
-        study.optimize(objective, n_trials=None, callbacks=callbacks, catch=(), gc_after_trial=False)
+        study.optimize(objective, n_trials=None, callbacks=callbacks, catch=(DivergenceError,), gc_after_trial=False)
     return StudyResult(study, best_trials(study, objective.objectives), objective.objectives)
 
 
@@ -186,8 +190,8 @@ def best_trials(study: optuna.Study, objectives: Sequence[str]) -> list[optuna.t
 
 def create_study(storage, name: str, objectives: Sequence[str], sampler, pruner, *, resume: bool,
                  encoding: GenotypeEncoding, enqueue_known: bool = True) -> optuna.Study:
-    """Create the study (``resume=False``; enqueues the known genotypes unless told not to)
-    or load it."""
+    """Create the study (``resume=False``; refuses a name the storage holds already; enqueues the
+    known genotypes unless told not to) or load it (workers, ``--resume``)."""
     directions = [OBJECTIVES[o] for o in objectives]
     if resume:
         try:
@@ -197,10 +201,14 @@ def create_study(storage, name: str, objectives: Sequence[str], sampler, pruner,
         if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
             raise StudyError(f"study {name!r} was created with other objectives")
         return study
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                directions=directions, load_if_exists=True)
-    if study.get_trials(deepcopy=False) or not enqueue_known:
-        return study  # another worker created and seeded it, or the sampler starts alone
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                    directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(f"the storage already holds a study named {name!r}: resume it, or pick another "
+                         f"name") from None
+    if not enqueue_known:
+        return study
     for label, layers in known_genotypes(encoding).items():
         study.enqueue_trial(encoding.params(layers), user_attrs={"known": label})
     return study

@@ -105,8 +105,47 @@ def test_two_workers_run_one_study_from_the_command_line(tmp_path, cli):
     (["--supernet", "/no/such/run"], ["/no/such/run"]),
     (["--pruner", "median"], ["--pruner", "--evaluator train"]),
     (["--evaluator", "train", "--supernet", "x"], ["--supernet"]),
+    (["--evaluator", "train", "--pruner", "median", "--objectives", "loss,flops"], ["--pruner", "single-objective"]),
+    (["--evaluator", "zero-cost", "--objectives", "top1"], ["zero-cost", "'top1'"]),
+    (["--storage", "nowhere"], ["--storage nowhere", "URL"]),
+    (["--storage", "/no/such/dir/s.journal"], ["folder does not exist"]),
+    (["--seeds", "0,1", "--supernet", "x"], ["--seeds and --supernet"]),
 ])
 def test_bad_optuna_options_are_one_line_and_leave_nothing(args, fragments, tmp_path, cli):
     result = cli("search", "--searcher", "tpe", *args, cwd=tmp_path)
     assert_one_line_error(result, *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_in_a_shared_storage_is_not_joined_by_a_new_run(tmp_path, cli):
+    shared = tmp_path / "shared.journal"
+    first = cli("search", "--searcher", "random", "--evaluator", "zero-cost", "--proxy", "locality", "--trials", "3",
+                "--storage", shared, "--out", tmp_path / "a", *QUICK)
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "a" / "study.journal").exists()
+    second = cli("search", "--searcher", "random", "--evaluator", "zero-cost", "--proxy", "locality", "--trials", "3",
+                 "--storage", shared, "--out", tmp_path / "b", *QUICK)
+    assert_one_line_error(second, "already holds a study named 'scansearch'", "--study")
+    assert not (tmp_path / "b").exists()
+    other = cli("search", "--searcher", "random", "--evaluator", "zero-cost", "--proxy", "locality", "--trials", "3",
+                "--storage", shared, "--study", "second", "--out", tmp_path / "b", *QUICK)
+    assert other.returncode == 0, other.stderr
+    names = {s.study_name for s in optuna.get_all_study_summaries(optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(shared))))}
+    assert names == {"scansearch", "second"}
+
+
+def test_supernet_settings_that_differ_from_the_given_options_are_refused(tmp_path, cli):
+    darts = tmp_path / "darts"
+    assert cli("search", "--out", darts, *QUICK).returncode == 0
+    result = cli("search", "--searcher", "tpe", "--supernet", darts, "--k", "2", "--out", tmp_path / "x")
+    assert_one_line_error(result, "--k", "trained with None")
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_train_evaluator_with_two_objectives_exports_a_front(tmp_path, cli):
+    run = tmp_path / "front"
+    result = cli("search", "--searcher", "nsga2", "--evaluator", "train", "--train-epochs", "1",
+                 "--objectives", "loss,params", "--trials", "4", "--out", run, *QUICK)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "summary.json").read_text())["pareto"]

@@ -280,6 +280,10 @@ def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, 
     if resume:
         folder = RunFolder.open(run_dir)
     else:
+        if settings["searcher"] != "darts":
+            from .search_optuna import precheck
+
+            settings = precheck(settings, args)
         prepare({**settings, "seed": seeds[0], "seeds": None}, args.device)  # every check before anything is written
         folder = RunFolder.create(run_dir or RunFolder.default_path())
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings})
@@ -288,6 +292,8 @@ def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, 
     for seed in seeds:
         sub = folder.path / f"seed-{seed}"
         one = {**settings, "seed": seed, "seeds": None}
+        if settings["searcher"] != "darts" and settings["storage"] is not None:
+            one["study"] = f"{settings['study']}-seed-{seed}"  # one study per seed in a shared storage
         if (sub / RunFolder.SUMMARY).exists():
             opened = RunFolder.open(sub)
             genotypes.append(opened.read_genotype())

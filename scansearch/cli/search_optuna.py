@@ -65,13 +65,27 @@ def check(settings: dict[str, Any]) -> None:
         make_pruner(settings["pruner"])
     except StudyError as err:
         raise CLIError(str(err)) from None
-    if settings["pruner"] not in (None, "none") and settings["evaluator"] != "train":
-        raise CLIError("--pruner stops trials between training epochs: it needs --evaluator train")
+    if settings["pruner"] not in (None, "none"):
+        if settings["evaluator"] != "train":
+            raise CLIError("--pruner stops trials between training epochs: it needs --evaluator train")
+        if len(objectives) > 1:
+            raise CLIError("--pruner: Optuna prunes single-objective studies only; drop it or the cost objectives")
+    if settings["evaluator"] == "zero-cost" and objectives[0] != "loss":
+        raise CLIError(f"--objectives: the zero-cost evaluator ranks by its proxy (loss = minus the proxy); "
+                       f"{objectives[0]!r} is not measured without training")
+    storage = settings["storage"]
+    if storage is not None:
+        if storage.endswith((".journal", ".log")):
+            if not Path(storage).resolve().parent.is_dir():
+                raise CLIError(f"--storage {storage}: its folder does not exist")
+        elif "://" not in storage:
+            raise CLIError(f"--storage {storage}: expected a database URL (postgresql://..., sqlite:///...) or a "
+                           f".journal file")
 
 
-def supernet_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """With ``--supernet RUN``: the data and model settings of that DARTS run (an option given
-    here that differs is an error); else the settings as they are."""
+def supernet_settings(settings: dict[str, Any], given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """With ``--supernet RUN``: the data and model settings of that DARTS run (an option in
+    ``given`` that differs is an error); else the settings as they are."""
     from ..searchers.run import RunError, RunFolder
     from .search import RUN_FORMAT
 
@@ -86,6 +100,10 @@ def supernet_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise CLIError(f"--supernet {settings['supernet']}: not a scansearch DARTS run folder")
     if not (Path(settings["supernet"]) / "checkpoint.pt").is_file():
         raise CLIError(f"--supernet {settings['supernet']}: holds no checkpoint.pt (the run has not trained an epoch)")
+    for key, value in (given or {}).items():
+        if key in SUPERNET_SETTINGS and stored.get(key) != value:
+            raise CLIError(f"--{key.replace('_', '-')}: the supernet of {settings['supernet']} was trained with "
+                           f"{stored.get(key)!r}; drop the option (the run's settings apply)")
     return {**settings, **{k: stored.get(k) for k in SUPERNET_SETTINGS}}
 
 
@@ -146,39 +164,65 @@ def _sampler(settings: dict[str, Any]) -> str:
     return "random" if settings["searcher"] == "zero-cost" else settings["searcher"]
 
 
-def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str) -> None:
-    """One extra worker process: the same study, its own sampler seed."""
+def _seed(settings: dict[str, Any], worker: int, existing: int) -> int | None:
+    """A sampler seed of its own for each worker and each resumption (a seeded sampler that
+    starts again from its first draw would propose the genotypes it proposed before)."""
+    return None if settings["seed"] is None else settings["seed"] + 1000 * worker + existing
+
+
+def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str, existing: int) -> None:
+    """One extra worker process: the same study, its own sampler seed; a failure goes to the log."""
+    import sys
+    import traceback
+
     import optuna
 
+    from ..searchers.run import RunFolder
     from ..searchers.study import Objective, create_study, make_pruner, make_sampler, open_storage, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(folder_path)
-    objectives = _objectives(settings)
-    encoding, evaluator, costs, _ = build(settings, path, device, train_supernet=False, resume=False,
-                                           progress=False)
-    seed = None if settings["seed"] is None else settings["seed"] + index
-    study = create_study(open_storage(settings["storage"], path), settings["study"], objectives,
-                         make_sampler(_sampler(settings), seed, objectives, settings["trials"]),
-                         make_pruner(settings["pruner"]), resume=True, encoding=encoding)
-    run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"])
+    try:
+        objectives = _objectives(settings)
+        encoding, evaluator, costs, _ = build(settings, path, device, train_supernet=False, resume=False,
+                                               progress=False)
+        study = create_study(open_storage(settings["storage"], path), settings["study"], objectives,
+                             make_sampler(_sampler(settings), _seed(settings, index, existing), objectives,
+                                          settings["trials"]),
+                             make_pruner(settings["pruner"]), resume=True, encoding=encoding)
+        run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"])
+    except BaseException as err:  # noqa: BLE001 - a worker reports to the run's log and exits non-zero
+        RunFolder(path).log(f"worker {index} failed: {type(err).__name__}: {err}\n{traceback.format_exc()}")
+        sys.exit(1)
+
+
+def precheck(settings: dict[str, Any], args) -> dict[str, Any]:
+    """Every check of an Optuna search that needs no run folder; returns the settings to run."""
+    from .search import _given
+
+    settings = resolve(settings)
+    check(settings)
+    if settings.get("seeds") and settings["supernet"] is not None:
+        raise CLIError("--seeds and --supernet do not mix: one supernet scores the same for every seed")
+    if settings["storage"] is not None and not settings.get("seeds"):
+        from ..searchers.study import open_storage
+
+        if _trial_count(open_storage(settings["storage"], Path(".")), settings["study"]) is not None:
+            raise CLIError(f"--storage {settings['storage']} already holds a study named {settings['study']!r}: "
+                           f"resume its run with --resume, or give another --study")
+    return supernet_settings(settings, _given(args))
 
 
 def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
     """An Optuna search into one run folder; returns (genotype, folder, None, genotype to train)."""
     import optuna
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..searchers.report import trials_table
     from ..searchers.run import RunFolder
-    from ..searchers.study import (FINISHED, Objective, create_study, make_pruner, make_sampler, open_storage,
-                                   run_study, stale_to_failed)
+    from ..searchers.study import create_study, make_pruner, make_sampler, open_storage, stale_to_failed
     from .search import RUN_FORMAT
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = resolve(settings)
-    check(settings)
-    settings = supernet_settings(settings)
+    settings = precheck(settings, args) if not resume else resolve(settings)
     objectives = _objectives(settings)
     if resume:
         folder = RunFolder.open(run_dir)
@@ -195,11 +239,12 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
         settings, folder.path, args.device, train_supernet=settings["supernet"] is None, resume=resume,
         progress=not args.quiet)
     storage = open_storage(settings["storage"], folder.path)
+    existing = _trial_count(storage, settings["study"]) if resume else None
     study = create_study(storage, settings["study"], objectives,
-                         make_sampler(_sampler(settings), settings["seed"], objectives, settings["trials"]),
-                         make_pruner(settings["pruner"]), resume=resume and _has_study(storage, settings["study"]),
-                         encoding=encoding)
-    if resume and settings["workers"] == 1:
+                         make_sampler(_sampler(settings), _seed(settings, 0, existing or 0), objectives,
+                                      settings["trials"]),
+                         make_pruner(settings["pruner"]), resume=existing is not None, encoding=encoding)
+    if resume and settings["storage"] is None:  # the run folder's own study: no other process runs it now
         retried = stale_to_failed(study)
         if retried:
             folder.log(f"trials {retried} were running when the search stopped: marked failed, asked again")
@@ -209,10 +254,35 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
                       f"objectives {', '.join(objectives)}, {settings['workers']} worker(s) -> {folder.path}",
                       highlight=False)
     workers = [multiprocessing.get_context("spawn").Process(
-        target=_worker, args=(settings, str(folder.path), i, args.device), daemon=False)
+        target=_worker, args=(settings, str(folder.path), i, args.device, len(study.trials)), daemon=False)
         for i in range(1, settings["workers"])]
     for w in workers:
         w.start()
+    try:
+        result = _run_with_bar(study, encoding, evaluator, costs, objectives, settings, folder, args)
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+                w.join()
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    seconds = time.perf_counter() - started
+    if not result.best:
+        raise CLIError("no trial completed; nothing to export")
+    genotype = _export(study, result, encoding, template, settings, objectives, folder, seconds)
+    if failed:
+        raise CLIError(f"{len(failed)} worker process(es) failed (exit codes {failed}); the trials they finished "
+                       f"are exported; see {folder.file('log.txt')}")
+    return genotype, folder, None, folder.file(RunFolder.GENOTYPE)
+
+
+def _run_with_bar(study, encoding, evaluator, costs, objectives, settings, folder, args):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..searchers.study import FINISHED, Objective, run_study
+
     bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"), console=console, disable=args.quiet or not console.is_terminal)
     with bar:
@@ -226,16 +296,15 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
                             + ("" if trial.values is None else ", ".join(f"{v:.4g}" for v in trial.values)))
             folder.log(f"trial {trial.number}: {trial.state.name.lower()} {trial.values} {trial.params}")
 
-        result = run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"],
-                           on_trial=on_trial)
-    for w in workers:
-        w.join()
-    failed = [w.exitcode for w in workers if w.exitcode != 0]
-    if failed:
-        raise CLIError(f"{len(failed)} worker process(es) failed (exit codes {failed}); see {folder.file('log.txt')}")
-    seconds = time.perf_counter() - started
-    if not result.best:
-        raise CLIError("no trial completed; nothing to export")
+        return run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"],
+                         on_trial=on_trial)
+
+
+def _export(study, result, encoding, template, settings, objectives, folder, seconds: float):
+    """The best genotype, the Pareto front, every trial and the summary into the run folder."""
+    from ..searchers.report import trials_table
+    from ..searchers.run import RunFolder
+
     genotype = _genotype(result.best[0], encoding, template, settings, objectives)
     folder.write_genotype(genotype)
     pareto = _write_pareto(folder, result, encoding, template, settings, objectives) if len(objectives) > 1 else []
@@ -254,16 +323,17 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
     if known:
         console.print(f"the best trial is the fixed genotype {known}: the search found nothing better here",
                       highlight=False)
-    return genotype, folder, None, folder.file(RunFolder.GENOTYPE)
+    return genotype
 
 
-def _has_study(storage, name: str) -> bool:
+def _trial_count(storage, name: str) -> int | None:
+    """How many trials the study ``name`` holds; None when the storage has no such study."""
     import optuna
 
-    try:
-        return name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    except Exception:  # noqa: BLE001 - an empty or fresh storage
-        return False
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name == name:
+            return summary.n_trials
+    return None
 
 
 def _genotype(trial, encoding, template, settings, objectives):
@@ -283,13 +353,18 @@ def _genotype(trial, encoding, template, settings, objectives):
 def _write_pareto(folder, result, encoding, template, settings, objectives) -> list[dict]:
     from ..fileio import atomic_write_text
 
-    out = folder.path / "pareto"
-    out.mkdir(exist_ok=True)
+    import shutil
+
+    out, fresh = folder.path / "pareto", folder.path / "pareto.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
     members = []
     for rank, trial in enumerate(result.best):
         name = f"{rank:02d}-trial-{trial.number}.yaml"
-        atomic_write_text(out / name, _genotype(trial, encoding, template, settings, objectives).to_yaml())
+        atomic_write_text(fresh / name, _genotype(trial, encoding, template, settings, objectives).to_yaml())
         members.append({"file": f"pareto/{name}", **_trial_record(trial)})
+    shutil.rmtree(out, ignore_errors=True)  # the front of an earlier export, replaced whole
+    fresh.rename(out)
     return members
 
 
