@@ -40,6 +40,7 @@ def test_search_on_an_imagefolder(tmp_path):
         assert (tmp_path / "run" / name).is_file(), name
 
 
+@pytest.mark.slow  # a supernet and a study: the full suite runs it
 def test_search_with_optuna(tmp_path):
     result = run_example("search_optuna.py", "--fast", "--out", tmp_path / "run", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -50,6 +50,7 @@ def test_tpe_with_the_oneshot_evaluator_writes_a_run_that_train_accepts_and_resu
     assert len(study.trials) == 12
 
 
+@pytest.mark.slow  # a DARTS run, then a study: the full suite runs it
 def test_oneshot_reuses_a_darts_supernet_and_nsga2_exports_a_pareto_front(tmp_path, cli):
     darts = tmp_path / "darts"
     result = cli("search", "--out", darts, "--k", "2", *QUICK)
@@ -73,6 +74,7 @@ def test_oneshot_reuses_a_darts_supernet_and_nsga2_exports_a_pareto_front(tmp_pa
         assert genotype.provenance["flops"] == member["values"][1] == member["metrics"]["flops"]
 
 
+@pytest.mark.slow  # trains a model per trial: the full suite runs it
 def test_the_train_evaluator_reports_each_epoch_and_the_median_pruner_stops_trials(tmp_path, cli):
     run = tmp_path / "train"
     result = cli("search", "--searcher", "random", "--evaluator", "train", "--train-epochs", "3", "--pruner", "median",
@@ -88,6 +90,7 @@ def test_the_train_evaluator_reports_each_epoch_and_the_median_pruner_stops_tria
     assert all(t["state"] in ("COMPLETE", "PRUNED") for t in trials)
 
 
+@pytest.mark.slow  # three processes: the full suite runs it
 def test_two_workers_run_one_study_from_the_command_line(tmp_path, cli):
     run = tmp_path / "workers"
     result = cli("search", "--searcher", "random", "--workers", "2", "--trials", "10", "--out", run, *QUICK)
@@ -117,6 +120,7 @@ def test_bad_optuna_options_are_one_line_and_leave_nothing(args, fragments, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # three searches: the full suite runs it
 def test_a_study_in_a_shared_storage_is_not_joined_by_a_new_run(tmp_path, cli):
     shared = tmp_path / "shared.journal"
     first = cli("search", "--searcher", "random", "--evaluator", "zero-cost", "--proxy", "locality", "--trials", "3",
@@ -135,6 +139,7 @@ def test_a_study_in_a_shared_storage_is_not_joined_by_a_new_run(tmp_path, cli):
     assert names == {"scansearch", "second"}
 
 
+@pytest.mark.slow  # a DARTS run: the full suite runs it
 def test_supernet_settings_that_differ_from_the_given_options_are_refused(tmp_path, cli):
     darts = tmp_path / "darts"
     assert cli("search", "--out", darts, *QUICK).returncode == 0
@@ -143,6 +148,7 @@ def test_supernet_settings_that_differ_from_the_given_options_are_refused(tmp_pa
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow  # trains a model per trial: the full suite runs it
 def test_the_train_evaluator_with_two_objectives_exports_a_front(tmp_path, cli):
     run = tmp_path / "front"
     result = cli("search", "--searcher", "nsga2", "--evaluator", "train", "--train-epochs", "1",
