@@ -155,3 +155,50 @@ def test_the_train_evaluator_with_two_objectives_exports_a_front(tmp_path, cli):
                  "--objectives", "loss,params", "--trials", "4", "--out", run, *QUICK)
     assert result.returncode == 0, result.stderr
     assert json.loads((run / "summary.json").read_text())["pareto"]
+
+
+@pytest.mark.slow  # a search killed mid-trial, then resumed
+def test_a_killed_search_resumes_with_every_finished_trial(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "scansearch", "search", "--searcher", "random", "--evaluator", "train",
+            "--train-epochs", "2", "--trials", "40", "--out", str(run), *QUICK]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = run / "study.journal"
+    storage = None
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if journal.exists():
+                storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+                summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+                study = optuna.load_study(study_name="scansearch", storage=storage) if summaries else None
+                if study is not None:
+                    states = [t.state for t in study.trials]
+                    if states.count(optuna.trial.TrialState.COMPLETE) >= 3 and states[-1].name == "RUNNING":
+                        break
+        else:
+            pytest.fail("the search finished no trial in time")
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    before = {t.number: (t.params, t.values) for t in optuna.load_study(study_name="scansearch", storage=storage).trials
+              if t.state == optuna.trial.TrialState.COMPLETE}
+    from conftest import run_cli
+
+    result = run_cli("search", "--resume", "--out", run, "--trials", str(len(before) + 2), "--quiet")
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="scansearch", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    after = {t.number: (t.params, t.values) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(after[n] == before[n] for n in before)  # every finished trial kept as it was
+    assert len(after) == len(before) + 2
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and any(t.user_attrs.get("retry_of") == failed[0].number for t in study.trials)
+    assert "were running when the search stopped" in (run / "log.txt").read_text()
