@@ -20,6 +20,7 @@ def finished(run) -> list[dict]:
     return [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
 
 
+@pytest.mark.slow  # a supernet, a study, a training and a resumed study: the full suite runs it
 def test_tpe_with_the_oneshot_evaluator_writes_a_run_that_train_accepts_and_resumes(tmp_path, cli):
     run = tmp_path / "tpe"
     result = cli("search", "--searcher", "tpe", "--trials", "8", "--out", run, *QUICK)

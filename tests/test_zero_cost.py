@@ -71,6 +71,7 @@ def test_the_evaluator_ranks_by_the_chosen_proxy(setting):
         ZeroCost(template, data, batches, proxy="magic")
 
 
+@pytest.mark.slow  # a search from the command line: the full suite runs it
 def test_zero_cost_search_from_the_command_line(tmp_path, cli):
     run = tmp_path / "zc"
     result = cli("search", "--searcher", "zero-cost", "--proxy", "locality", "--trials", "6", "--out", run, "--quiet",
