@@ -60,6 +60,7 @@ def test_flop_count(has_D, merge):
     assert counter.get_total_flops() == expected
 
 
+@pytest.mark.slow  # torch.compile takes about 10 s a case: the full suite runs it
 @pytest.mark.parametrize("merge", [True, False])
 def test_torch_compile_fullgraph(merge):
     x, orders = make_multi_scan_inputs(2, 3, 3, 2, 4, 4, seed=3)

@@ -73,6 +73,7 @@ def _compile_for_sm90():
     print("compiled for sm_90")
 
 
+@pytest.mark.slow  # compiles every kernel for sm_90 in a subprocess: the full suite runs it
 def test_kernels_compile_for_gpu():
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SCANSEARCH_TRITON_INNER")}
