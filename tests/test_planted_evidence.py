@@ -12,7 +12,7 @@ strongest family is w2 with probability 1/4 (and keeps a member with probability
 that), and all three seeds pass with probability at most (1/4)^3 = 1.6%.
 
 The search runs exactly as ``scansearch search --data planted --seeds 0,1,2`` (only
-``--data`` and ``--seeds`` given): about 5 minutes a seed on two quiet cores.
+``--data`` and ``--seeds`` given): about 4 minutes a seed on two quiet cores (12 minutes in all).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def strongest(selection: dict) -> tuple[int, str]:
                key=lambda lf: selection["layers"][lf[0]]["family_scores"][lf[1]]["loss"])
 
 
-@pytest.mark.slow  # three default searches on the planted task: about 15 minutes on two cores
+@pytest.mark.slow  # three default searches on the planted task: 12 minutes on two quiet cores
 def test_the_default_search_finds_the_planted_2x2_family_for_three_seeds(tmp_path, cli):
     assert CHANCE_ALL_SEEDS < 0.02
     out = tmp_path / "run"
