@@ -53,3 +53,15 @@ def make_triton_import_fail(monkeypatch, exc):
     found = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else found(name, *a))
     monkeypatch.setattr(builtins, "__import__", fake)
+
+
+def assert_only_order_three_differs(stats, labels, classes: int = 4):
+    """Per statistic (a value per image): the class means of every low-order one agree within
+    4 standard errors; those of ``triple`` (order 3, where the classes differ) spread over 20."""
+    for name, value in stats.items():
+        means = torch.stack([value[labels == k].mean() for k in range(classes)])
+        stderr = value.std() / (len(value) / classes) ** 0.5
+        if name == "triple":   # order 3 is where the classes differ
+            assert (means.max() - means.min()) > 20 * stderr
+        else:
+            assert (means - value.mean()).abs().max() < 4 * stderr, name
