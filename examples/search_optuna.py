@@ -6,7 +6,7 @@
 The same from the command line (the run folder opens in optuna-dashboard):
 
     scansearch search --searcher tpe --trials 60 --out runs/tpe
-    scansearch search --searcher nsga2 --objectives loss,latency_ms --supernet runs/tpe/supernet ...
+    scansearch search --searcher nsga2 --objectives loss,latency_ms --supernet runs/tpe --out runs/nsga2
     optuna-dashboard runs/tpe/study.journal
 
 Here in Python: train a supernet with frozen uniform alphas (every candidate trained

@@ -49,6 +49,12 @@ def test_tpe_with_the_oneshot_evaluator_writes_a_run_that_train_accepts_and_resu
     study = optuna.load_study(study_name="scansearch", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(run / "study.journal"))))
     assert len(study.trials) == 12
+    # a one-shot search's supernet scores another search: the known genotypes score as they did
+    reuse = tmp_path / "reuse"
+    again = cli("search", "--searcher", "random", "--supernet", run, "--trials", "2", "--out", reuse, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert not (reuse / "supernet").exists()
+    assert [t["values"] for t in finished(reuse)] == [t["values"] for t in trials[:2]]
 
 
 @pytest.mark.slow  # a DARTS run, then a study: the full suite runs it

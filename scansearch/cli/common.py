@@ -26,12 +26,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..kernels import BackendError
     from ..models import ModelError
     from ..searchers.encoding import EncodingError
+    from ..searchers.nni_adapter import NNIMissing
     from ..searchers.run import RunError
     from ..searchers.study import StudyError
     from ..spaces import SpaceError
 
     return (CLIError, SpaceError, GenotypeError, ModelError, DataError, TrainError, RunError, BackendError,
-            EncodingError, StudyError, *PATH_ERRORS)
+            EncodingError, StudyError, NNIMissing, *PATH_ERRORS)
 
 
 _crash_log = None

@@ -1,8 +1,9 @@
 """`scansearch search`: a search over a space's scan directions into a run folder.
 
 ``--searcher darts`` (default) trains a DARTS supernet and selects by effect;
-``tpe``, ``random``, ``nsga2``, ``bruteforce`` and ``gp`` run an Optuna study of
-genotypes (:mod:`.search_optuna`).
+``tpe``, ``random``, ``nsga2``, ``bruteforce``, ``gp`` and ``zero-cost`` run an Optuna
+study of genotypes (:mod:`.search_optuna`); ``nni-darts``, ``nni-gumbel``,
+``nni-proxyless`` and ``nni-random`` run NNI's one-shot strategies (:mod:`.search_nni`).
 
 Everything is checked (space, model, data, options) before the run folder is created,
 so a mistake leaves nothing behind. ``--resume`` continues a run from its checkpoint
@@ -17,7 +18,8 @@ from typing import Any
 
 from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
 
-SEARCHERS = ("darts", "tpe", "random", "nsga2", "bruteforce", "gp", "zero-cost")
+SEARCHERS = ("darts", "tpe", "random", "nsga2", "bruteforce", "gp", "zero-cost", "nni-darts", "nni-gumbel",
+             "nni-proxyless", "nni-random")
 RUN_FORMAT = 1
 # Defaults that fit a micro supernet on a 2-core CPU within minutes.
 DEFAULTS: dict[str, Any] = {
@@ -46,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--searcher", choices=SEARCHERS,
                    help="darts (default): a supernet trained with DARTS, selection by effect; tpe, random, nsga2, "
                         "bruteforce, gp: an Optuna study whose trials are genotypes; zero-cost: random genotypes "
-                        "ranked by a zero-cost proxy (--proxy), no training")
+                        "ranked by a zero-cost proxy (--proxy), no training; nni-darts, nni-gumbel, "
+                        "nni-proxyless, nni-random: NNI's one-shot strategies (the nni extra)")
     p.add_argument("--epochs", type=int, help=f"supernet training epochs (default {DEFAULTS['epochs']})")
     p.add_argument("--batch-size", type=int, help="batch size (default 64)")
     p.add_argument("--lr", type=float, help="weight learning rate (default 1e-2)")
@@ -85,8 +88,9 @@ def register(sub) -> None:
                         "train: train its model for --train-epochs epochs; zero-cost: a proxy of the untrained model")
     o.add_argument("--proxy", choices=("locality", "grad_norm", "zico", "synflow", "params", "flops"),
                    help="the zero-cost proxy that ranks (default zico)")
-    o.add_argument("--supernet", metavar="RUN", help="score with the supernet of this DARTS run instead of training "
-                                                     "one (its data and model settings apply)")
+    o.add_argument("--supernet", metavar="RUN", help="score with the supernet of this DARTS run, or of a one-shot "
+                                                     "search that trained one, instead of training one (its data "
+                                                     "and model settings apply)")
     o.add_argument("--objectives", metavar="M,M",
                    help="what the study optimises: loss (default) or top1, then any of flops, params, latency_ms, "
                         "ssm_layers for a Pareto front (e.g. loss,latency_ms)")
@@ -212,6 +216,10 @@ def _write_reference(folder, found, name: str) -> Path:
 def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
     """One search into one run folder (checked before the folder is made); prints its tables
     and returns (genotype, run folder, per-layer selection scores or None, the genotype to train)."""
+    if settings["searcher"].startswith("nni-"):
+        from .search_nni import search_one
+
+        return search_one(settings, run_dir, resume, args)
     if settings["searcher"] != "darts":
         from .search_optuna import search_one
 
@@ -280,7 +288,11 @@ def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, 
     if resume:
         folder = RunFolder.open(run_dir)
     else:
-        if settings["searcher"] != "darts":
+        if settings["searcher"].startswith("nni-"):
+            from .search_nni import precheck
+
+            settings = precheck(settings, args)
+        elif settings["searcher"] != "darts":
             from .search_optuna import precheck
 
             settings = precheck(settings, args)

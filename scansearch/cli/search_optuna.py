@@ -96,15 +96,26 @@ def supernet_settings(settings: dict[str, Any], given: dict[str, Any] | None = N
     except RunError as err:
         raise CLIError(f"--supernet: {err}") from None
     stored = config.get("settings")
-    if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict) or config.get("searcher") != "darts":
-        raise CLIError(f"--supernet {settings['supernet']}: not a scansearch DARTS run folder")
-    if not (Path(settings["supernet"]) / "checkpoint.pt").is_file():
+    oneshot = config.get("searcher") in OPTUNA_SEARCHERS and isinstance(stored, dict) \
+        and stored.get("evaluator") == "oneshot" and stored.get("supernet") is None
+    if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict) \
+            or not (config.get("searcher") == "darts" or oneshot):
+        raise CLIError(f"--supernet {settings['supernet']}: neither a scansearch DARTS run folder nor a one-shot "
+                       f"search that trained its own supernet")
+    if not (supernet_dir(settings["supernet"]) / "checkpoint.pt").is_file():
         raise CLIError(f"--supernet {settings['supernet']}: holds no checkpoint.pt (the run has not trained an epoch)")
     for key, value in (given or {}).items():
         if key in SUPERNET_SETTINGS and stored.get(key) != value:
             raise CLIError(f"--{key.replace('_', '-')}: the supernet of {settings['supernet']} was trained with "
                            f"{stored.get(key)!r}; drop the option (the run's settings apply)")
     return {**settings, **{k: stored.get(k) for k in SUPERNET_SETTINGS}}
+
+
+def supernet_dir(run: str | Path) -> Path:
+    """Where a run keeps the supernet weights: a DARTS run in its own folder, a one-shot
+    Optuna search in RUN/supernet."""
+    run = Path(run)
+    return run / SUPERNET_DIR if (run / SUPERNET_DIR).is_dir() else run
 
 
 def _template(supernet, space):
@@ -137,7 +148,7 @@ def build(settings: dict[str, Any], folder_path: Path, device: str, *, train_sup
     template = _template(supernet, space)
     encoding = GenotypeEncoding(space, supernet.num_layers)
     if settings["evaluator"] == "oneshot":
-        source = Path(settings["supernet"]) if settings["supernet"] else folder_path / SUPERNET_DIR
+        source = supernet_dir(settings["supernet"]) if settings["supernet"] else folder_path / SUPERNET_DIR
         if train_supernet:
             train_uniform(supernet, data, train_config, darts_config, source, resume=resume, progress=progress)
         else:
