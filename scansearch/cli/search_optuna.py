@@ -129,6 +129,19 @@ def _template(supernet, space):
                     provenance=model_record(supernet))
 
 
+def proxy_batches(data) -> list:
+    """The two training batches a zero-cost proxy reads (one batch's two halves when the
+    training data fits one batch); a user error with fewer than two training images."""
+    batches = [batch for _, batch in zip(range(2), data.train)]
+    if len(batches) == 1 and len(batches[0][1]) >= 2:
+        images, labels = batches[0]
+        half = len(labels) // 2
+        batches = [(images[:half], labels[:half]), (images[half:], labels[half:])]
+    if len(batches) < 2:
+        raise CLIError("--evaluator zero-cost needs at least two training images")
+    return batches
+
+
 def build(settings: dict[str, Any], folder_path: Path, device: str, *, train_supernet: bool, resume: bool,
           progress: bool):
     """(encoding, evaluator, costs, template) for the settings.
@@ -156,14 +169,7 @@ def build(settings: dict[str, Any], folder_path: Path, device: str, *, train_sup
         select_half, _ = held_out_halves(data.val, next(supernet.parameters()).device, None)
         evaluator = OneShot(supernet, select_half)
     elif settings["evaluator"] == "zero-cost":
-        batches = [batch for _, batch in zip(range(2), data.train)]
-        if len(batches) == 1 and len(batches[0][1]) >= 2:  # one batch of training data: its two halves
-            images, labels = batches[0]
-            half = len(labels) // 2
-            batches = [(images[:half], labels[:half]), (images[half:], labels[half:])]
-        if len(batches) < 2:
-            raise CLIError("--evaluator zero-cost needs at least two training images")
-        evaluator = ZeroCost(template, data, batches, proxy=settings["proxy"], seed=settings["seed"])
+        evaluator = ZeroCost(template, data, proxy_batches(data), proxy=settings["proxy"], seed=settings["seed"])
     else:
         evaluator = Trained(template, data, train_config, settings["train_epochs"])
     costs = Costs(template, num_classes=data.num_classes, img_size=data.img_size, in_chans=data.in_chans,
@@ -239,7 +245,9 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
         folder = RunFolder.open(run_dir)
     else:
         from .search import prepare
-        prepare({**settings, "alphas": "uniform"}, args.device)  # every check before the folder exists
+        _, data, _, _, _ = prepare({**settings, "alphas": "uniform"}, args.device)  # every check before the folder
+        if settings["evaluator"] == "zero-cost":
+            proxy_batches(data)
         folder = RunFolder.create(run_dir or RunFolder.default_path())
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings})
     set_crash_log(folder.file(RunFolder.LOG))
