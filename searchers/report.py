@@ -1,4 +1,5 @@
-"""How a search ended, for people: the per-layer weights as a rich table and as a heat-map."""
+"""How a search ended, for people: the per-layer weights as a rich table and as a heat-map,
+the trials of a study as a table, its Pareto front as a plot."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,6 +43,34 @@ def plot_heatmap(weights: torch.Tensor, candidates, path: str | Path, title: str
     ax.set_ylabel("layer")
     ax.set_title(title or "architecture weights softmax(alpha)")
     fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(points: list[tuple[float, float]], front: list[tuple[float, float]], names: tuple[str, str],
+                path: str | Path, title: str = "") -> Path | None:
+    """Every finished trial on the first two objectives, the Pareto front marked and joined;
+    None when matplotlib (the plot extra) is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if points:
+        ax.scatter(*zip(*points), s=14, color="0.6", label="trials")
+    line = sorted(front)
+    ax.plot(*zip(*line), "o-", color="tab:red", markersize=6, label="Pareto front")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title or f"{names[0]} against {names[1]}")
+    ax.legend()
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")

@@ -72,6 +72,7 @@ def test_oneshot_reuses_a_darts_supernet_and_nsga2_exports_a_pareto_front(tmp_pa
     summary = json.loads((run / "summary.json").read_text())
     front = summary["pareto"]
     assert front and all((run / m["file"]).is_file() for m in front)
+    assert summary["pareto_plot"] == "pareto.png" and (run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     points = [tuple(m["values"]) for m in front]
     for loss, flops in points:
         assert not any(l2 <= loss and f2 <= flops and (l2, f2) != (loss, flops) for l2, f2 in points)

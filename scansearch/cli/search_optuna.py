@@ -327,22 +327,36 @@ def _export(study, result, encoding, template, settings, objectives, folder, sec
     genotype = _genotype(result.best[0], encoding, template, settings, objectives)
     folder.write_genotype(genotype)
     pareto = _write_pareto(folder, result, encoding, template, settings, objectives) if len(objectives) > 1 else []
+    plot = _plot_pareto(study, result, objectives, folder, settings) if pareto else None
     trials = [_trial_record(t) for t in study.get_trials(deepcopy=False)]
     folder.write_json("trials.json", {"objectives": list(objectives), "trials": trials})
     folder.write_summary({"genotype": genotype.to_dict(), "seconds": round(seconds, 1),
                           "trials": sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials),
-                          "best": _trial_record(result.best[0]), "pareto": pareto})
+                          "best": _trial_record(result.best[0]), "pareto": pareto,
+                          "pareto_plot": plot.name if plot else None})
     folder.log(f"finished: best trial {result.best[0].number}, genotype written")
     console.print(trials_table(study, objectives, result.best, f"{settings['searcher']} ({settings['evaluator']}): "
                                f"the best trials and the known genotypes"))
     console.print(f"{len(trials)} trials in {seconds:.0f} s; genotype: {folder.file(RunFolder.GENOTYPE)}"
-                  + (f"; Pareto front: {len(pareto)} genotypes in {folder.file('pareto')}" if pareto else ""),
+                  + (f"; Pareto front: {len(pareto)} genotypes in {folder.file('pareto')}" if pareto else "")
+                  + (f", plotted in {plot}" if plot else " (its plot needs the plot extra)" if pareto else ""),
                   highlight=False)
     known = result.best[0].user_attrs.get("known")
     if known:
         console.print(f"the best trial is the fixed genotype {known}: the search found nothing better here",
                       highlight=False)
     return genotype
+
+
+def _plot_pareto(study, result, objectives, folder, settings):
+    """RUN/pareto.png: the first two objectives of every finished trial, the front joined."""
+    from ..searchers.report import plot_pareto
+    from ..searchers.study import FINISHED
+
+    points = [tuple(t.values[:2]) for t in study.get_trials(deepcopy=False, states=FINISHED) if t.values]
+    front = [tuple(t.values[:2]) for t in result.best]
+    return plot_pareto(points, front, (objectives[0], objectives[1]), folder.file("pareto.png"),
+                       f"{settings['searcher']}: {len(points)} trials, {len(front)} on the Pareto front")
 
 
 def _trial_count(storage, name: str) -> int | None:
