@@ -11,8 +11,9 @@ with the same settings and seed, and records its test top-1. Every proxy of
 gives Spearman's rank correlation between each proxy and the trained accuracy (ties take
 their mean rank), with #params and FLOPs as the baselines a proxy has to beat.
 
-The trained genotypes and their accuracies are written to ``--out``: a small benchmark file
-that a later proxy is scored against without training anything (``--scores FILE``).
+The trained genotypes, their accuracies and every proxy's value are written to ``--out``: a
+small benchmark file that a later proxy is scored against without training anything
+(``--scores FILE``; ``--update`` writes the recomputed proxies back).
 """
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="zero_cost.json")
     parser.add_argument("--scores", metavar="FILE", help="recompute the proxies of a benchmark file; no training")
+    parser.add_argument("--update", action="store_true", help="with --scores: write the proxies and correlations "
+                                                               "back into FILE")
     args = parser.parse_args()
 
     if args.scores:
@@ -144,10 +147,14 @@ def main() -> None:
     print("| proxy | Spearman rho |\n|---|---:|")
     for name, rho in table:
         print(f"| {name} | {rho:+.3f} |")
-    if not args.scores:
+    if args.scores and args.update:
+        stored.update(genotypes=[{"layers": r["layers"], "top1": r["top1"], "proxies": r["proxies"]} for r in records],
+                      spearman=dict(table))
+        Path(args.scores).write_text(json.dumps(stored, indent=1))
+    elif not args.scores:
         out = {"settings": {k: getattr(args, k) for k in ("data", "space", "model", "set", "img_size", "seed",
                                                           "batch_size", "epochs", "lr")},
-               "genotypes": [{"layers": r["layers"], "top1": r["top1"]} for r in records],
+               "genotypes": [{"layers": r["layers"], "top1": r["top1"], "proxies": r["proxies"]} for r in records],
                "spearman": dict(table)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
