@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="zero_cost.json")
     parser.add_argument("--scores", metavar="FILE", help="recompute the proxies of a benchmark file; no training")
+    parser.add_argument("--family", metavar="PATTERN",
+                        help="also print the rho of a rule that knows the answer: how many members of this "
+                             "family (e.g. w2: w2 and w2_flip) layer 0 and all layers keep (for planted data)")
     parser.add_argument("--update", action="store_true", help="with --scores: write the proxies and correlations "
                                                                "back into FILE")
     args = parser.parse_args()
@@ -147,6 +150,12 @@ def main() -> None:
     print("| proxy | Spearman rho |\n|---|---:|")
     for name, rho in table:
         print(f"| {name} | {rho:+.3f} |")
+    if args.family:
+        members = {args.family, f"{args.family}_flip"}
+        in_layer0 = [len(members & set(r["layers"][0])) for r in records]
+        in_all = [sum(len(members & set(layer)) for layer in r["layers"]) for r in records]
+        print(f"| {args.family} family in layer 0 (knows the answer) | {spearman(in_layer0, accs):+.3f} |")
+        print(f"| {args.family} family in all layers (knows the answer) | {spearman(in_all, accs):+.3f} |")
     if args.scores and args.update:
         stored.update(genotypes=[{"layers": r["layers"], "top1": r["top1"], "proxies": r["proxies"]} for r in records],
                       spearman=dict(table))

@@ -22,7 +22,7 @@ def _bench_module(name):
 
 
 def test_the_zero_cost_benchmark_files_are_kept():
-    assert {p.stem for p in ZERO_COST} >= {"zero_cost_digits"}
+    assert {p.stem for p in ZERO_COST} >= {"zero_cost_digits", "zero_cost_planted"}
 
 
 def test_spearman_matches_the_textbook_formula_and_handles_ties():
