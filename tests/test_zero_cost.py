@@ -85,11 +85,12 @@ def test_zero_cost_search_from_the_command_line(tmp_path, cli):
     assert best["metrics"]["known"] == "cross"  # the most local pick of local8 on an 8x8 grid
 
 
-def test_one_training_image_is_refused_before_the_run_folder_exists(tmp_path, cli):
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "0,1"]], ids=["one seed", "seeds"])
+def test_one_training_image_is_refused_before_the_run_folder_exists(tmp_path, cli, seeds):
     from conftest import assert_one_line_error
 
     run = tmp_path / "run"
     result = cli("search", "--searcher", "zero-cost", "--trials", "2", "--data", "planted:n_train=1,n_val=8,n_test=8",
-                 "--out", run, "--quiet")
+                 "--out", run, "--quiet", *seeds)
     assert_one_line_error(result, "zero-cost", "two training images")
     assert not run.exists()

@@ -296,7 +296,11 @@ def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, 
             from .search_optuna import precheck
 
             settings = precheck(settings, args)
-        prepare({**settings, "seed": seeds[0], "seeds": None}, args.device)  # every check before anything is written
+        _, data, _, _, _ = prepare({**settings, "seed": seeds[0], "seeds": None}, args.device)  # every check first
+        if settings["evaluator"] == "zero-cost":
+            from .search_optuna import proxy_batches
+
+            proxy_batches(data)
         folder = RunFolder.create(run_dir or RunFolder.default_path())
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings})
     set_crash_log(folder.file(RunFolder.LOG))
