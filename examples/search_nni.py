@@ -23,15 +23,14 @@ import torch
 
 from scansearch.data import load_data
 from scansearch.genotype import Genotype
-from scansearch.searchers.nni_adapter import NNIMissing, search
+from scansearch.searchers.nni_adapter import NNI_STRATEGIES, NNIMissing, search
 from scansearch.searchers.supernet import Supernet
 from scansearch.spaces import load_space
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategy", default="nni-darts",
-                        choices=("nni-darts", "nni-gumbel", "nni-proxyless", "nni-random"))
+    parser.add_argument("--strategy", default="nni-darts", choices=tuple(NNI_STRATEGIES))
     parser.add_argument("--fast", action="store_true", help="a small model, one epoch: checks the pipeline")
     parser.add_argument("--out", default=None, help="folder for NNI's files and the genotype (default: temporary)")
     args = parser.parse_args()

@@ -17,7 +17,6 @@ from typing import Any
 
 from .common import CLIError, console, set_crash_log
 
-NNI_SEARCHERS = ("nni-darts", "nni-gumbel", "nni-proxyless", "nni-random")
 # what an NNI search reads; any other search option given with it is refused, not ignored
 USED = ("space", "model", "data", "searcher", "epochs", "batch_size", "lr", "weight_decay", "seed", "img_size",
         "arch_lr", "k", "set", "seeds")
@@ -49,17 +48,17 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
     from .search import RUN_FORMAT, prepare
     from .search_optuna import _template
 
-    if not resume:
-        settings = precheck(settings, args)
-    space, data, supernet, _, _ = prepare({**settings, "alphas": "uniform", "warmup_epochs": 0}, args.device)
-    space = kept_space(space, settings["k"])
-    model_space(supernet, space.k)  # a space NNI cannot search is refused before the folder exists
     if resume:
         folder = RunFolder.open(run_dir)
         if folder.file(RunFolder.SUMMARY).exists():
             folder.log("resumed: finished before, nothing to do")
             return folder.read_genotype(), folder, None, folder.file(RunFolder.GENOTYPE)
     else:
+        settings = precheck(settings, args)
+    space, data, supernet, _, _ = prepare({**settings, "alphas": "uniform", "warmup_epochs": 0}, args.device)
+    space = kept_space(space, settings["k"])
+    model_space(supernet, space.k)  # a space NNI cannot search is refused before the folder exists
+    if not resume:
         folder = RunFolder.create(run_dir or RunFolder.default_path())
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings,
                              "data": data.describe()})
