@@ -156,15 +156,14 @@ def main() -> None:
         in_all = [sum(len(members & set(layer)) for layer in r["layers"]) for r in records]
         print(f"| {args.family} family in layer 0 (knows the answer) | {spearman(in_layer0, accs):+.3f} |")
         print(f"| {args.family} family in all layers (knows the answer) | {spearman(in_all, accs):+.3f} |")
+    kept = [{"layers": r["layers"], "top1": r["top1"], "proxies": r["proxies"]} for r in records]
     if args.scores and args.update:
-        stored.update(genotypes=[{"layers": r["layers"], "top1": r["top1"], "proxies": r["proxies"]} for r in records],
-                      spearman=dict(table))
+        stored.update(genotypes=kept, spearman=dict(table))
         Path(args.scores).write_text(json.dumps(stored, indent=1))
     elif not args.scores:
         out = {"settings": {k: getattr(args, k) for k in ("data", "space", "model", "set", "img_size", "seed",
                                                           "batch_size", "epochs", "lr")},
-               "genotypes": [{"layers": r["layers"], "top1": r["top1"], "proxies": r["proxies"]} for r in records],
-               "spearman": dict(table)}
+               "genotypes": kept, "spearman": dict(table)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from ..fileio import atomic_path
 from ..genotype import Genotype
+from ..plotting import pyplot, save_figure
 from ..spaces import NONE
 
 
@@ -28,13 +28,9 @@ def weights_table(weights: torch.Tensor, candidates, genotype: Genotype, title: 
 
 def plot_heatmap(weights: torch.Tensor, candidates, path: str | Path, title: str = "") -> Path | None:
     """Write a heat-map of the per-layer weights; None when matplotlib (the plot extra) is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    path = Path(path)
     data = weights.detach().float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(candidates), 1.0 + 0.35 * data.shape[0]))
     image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=0.0)
@@ -43,24 +39,16 @@ def plot_heatmap(weights: torch.Tensor, candidates, path: str | Path, title: str
     ax.set_ylabel("layer")
     ax.set_title(title or "architecture weights softmax(alpha)")
     fig.colorbar(image, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_pareto(points: list[tuple[float, float]], front: list[tuple[float, float]], names: tuple[str, str],
                 path: str | Path, title: str = "") -> Path | None:
     """Every finished trial on the first two objectives, the Pareto front marked and joined;
     None when matplotlib (the plot extra) is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if points:
         ax.scatter(*zip(*points), s=14, color="0.6", label="trials")
@@ -71,11 +59,7 @@ def plot_pareto(points: list[tuple[float, float]], front: list[tuple[float, floa
     ax.set_title(title or f"{names[0]} against {names[1]}")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def selection_table(selections, title: str) -> Table:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ..spaces import (NONE, PatternError, SpaceError, best_subset, get_pattern, is_pattern_name, load_space,
                       pattern_locality, set_locality, shipped_spaces)
-from ..fileio import atomic_path
+from ..plotting import pyplot, save_figure
 from .common import CLIError, console, parse_grid
 
 
@@ -73,12 +73,9 @@ def run_inspect(args) -> int:
 
 def plot_paths(names, H: int, W: int, out: str) -> Path:
     """One panel per pattern: the scan's path through the token centres, start marked."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'") from None
+    plt = pyplot()
+    if plt is None:
+        raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'")
     out = Path(out)
     if not out.parent.is_dir():
         raise CLIError(f"--plot: folder {str(out.parent)!r} does not exist")
@@ -97,11 +94,7 @@ def plot_paths(names, H: int, W: int, out: str) -> Path:
         ax.set_ylim(H - 0.5, -0.5)
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out
+    return save_figure(plt, fig, out)
 
 
 __all__ = ["plot_paths", "register", "PatternError"]
