@@ -1,4 +1,4 @@
-"""Vision Mamba models built from genotypes: Vim, LocalVim, VMamba, LocalVMamba, MambaOut.
+"""Vision Mamba models built from genotypes: Vim, LocalVim, VMamba, LocalVMamba, MambaOut, RAUM-Net.
 
 ``build_model(preset_or_genotype)`` returns a plain ``nn.Module`` carrying ``.genotype``
 and ``.config``; ``save_model``/``load_model`` store it as genotype, config and
@@ -11,8 +11,9 @@ from .errors import ModelError, ShapeError
 from .io import load_model, save_model
 from .mixer import DirectionSubset, SCAttn, ScanMixer
 from .presets import PRESETS, Preset, Published, get_preset, list_presets
+from .raum import RAUMConfig, RAUMNet, RegionAttention
 
 __all__ = [
     "Block", "DirectionSubset", "FAMILIES", "GatedCNN", "ModelError", "PRESETS", "Preset", "Published", "SCAttn", "ScanMixer",
-    "ScanModel", "ShapeError", "build_from_config", "build_model", "get_preset", "model_config", "recorded_config", "list_presets", "load_model", "save_model",
+    "RAUMConfig", "RAUMNet", "RegionAttention", "ScanModel", "ShapeError", "build_from_config", "build_model", "get_preset", "model_config", "recorded_config", "list_presets", "load_model", "save_model",
 ]

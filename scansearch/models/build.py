@@ -14,6 +14,7 @@ from .local_vim import LocalVisionMamba
 from .local_vmamba import LocalVMamba
 from .mambaout import MambaOut
 from .presets import PRESETS, Preset, get_preset
+from .raum import RAUMNet
 from .vim import VisionMamba
 from .vmamba import VMamba
 
@@ -23,6 +24,7 @@ FAMILIES: dict[str, type[ScanModel]] = {
     "vmamba": VMamba,
     "local_vmamba": LocalVMamba,
     "mambaout": MambaOut,
+    "raum": RAUMNet,
 }
 ISOTROPIC = ("vim", "local_vim")  # one depth: a genotype naming only the family sets it
 

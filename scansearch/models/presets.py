@@ -191,3 +191,18 @@ def mambaout_small():
 def mambaout_micro():
     """CPU-sized MambaOut: 32x32 images (8x8 tokens after the stem), four small stages."""
     return dict(family="mambaout", img_size=32, depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), layers="none")
+
+
+# -- RAUM-Net ----------------------------------------------------------------------------------
+@register(space="cross4")
+def raum_small():
+    """RAUM-Net on VMamba-S (the paper's backbone): 4x4 regions of the 7x7 last map, MC dropout 0.2."""
+    return dict(family="raum", depths=(2, 2, 27, 2), dims=(96, 192, 384, 768), d_state=16, ssm_ratio=2.0,
+                regions=4, mc_dropout=0.2, layers=CROSS4)
+
+
+@register(space="cross4")
+def raum_micro():
+    """CPU-sized RAUM-Net: vmamba_micro's backbone (8x8 tokens at 32x32), 2x2 regions of its 2x2 last map."""
+    return dict(family="raum", img_size=32, patch_size=4, depths=(1, 2, 1), dims=(24, 48, 96), d_state=8,
+                ssm_ratio=2.0, regions=2, mc_dropout=0.2, layers=CROSS4)

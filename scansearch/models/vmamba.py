@@ -116,7 +116,8 @@ class VMamba(ScanModel):
             return
         init_trunc_normal(self)
 
-    def forward_features(self, images: torch.Tensor, weights: Sequence[torch.Tensor | None] | None = None):
+    def feature_map(self, images: torch.Tensor, weights: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """The last stage's tokens ``(B, H, W, C)`` after the final norm."""
         p = self.cfg.patch_size
         pad_h, pad_w = (-images.shape[-2]) % p, (-images.shape[-1]) % p
         if pad_h or pad_w:
@@ -124,7 +125,11 @@ class VMamba(ScanModel):
         x = self.patch_norm(self.patch_embed(images).permute(0, 2, 3, 1))
         for stage, part in zip(self.stages, stage_slices(self.cfg.depths)):
             x = stage(x, None if weights is None else weights[part])
-        return self.norm(x).mean((1, 2))
+        return self.norm(x)
+
+    def forward_features(self, images: torch.Tensor, weights: Sequence[torch.Tensor | None] | None = None):
+        """The pooled descriptor ``(B, C)`` the classifier reads."""
+        return self.feature_map(images, weights).mean((1, 2))
 
     def forward(self, images: torch.Tensor, weights: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Logits; ``weights`` (optional, one (K,) tensor or None per block) go to the mixers."""
