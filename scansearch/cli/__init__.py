@@ -21,7 +21,7 @@ from ..errors import DivergenceError
 from .common import CLIError, crash_log, user_errors
 
 EXIT_INTERNAL, EXIT_USER, EXIT_DIVERGED = 1, 2, 3
-COMMANDS = ["spaces", "genotype", "derive", "search", "export", "train", "bench", "doctor"]
+COMMANDS = ["spaces", "genotype", "derive", "search", "export", "train", "evaluate", "bench", "doctor"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,6 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from ..fileio import atomic_write_text
+from . import train_semi
 from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
 
 DATA_FILE, METRICS_FILE = "data.json", "metrics.json"
@@ -39,20 +40,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--model", default=None, metavar="PRESET",
+                   help="build the genotype's layers into this preset instead of the one it names "
+                        "(e.g. a local_vmamba_micro search's genotype as a raum_micro backbone)")
     p.add_argument("--quiet", action="store_true")
+    train_semi.add_arguments(p)
     p.set_defaults(func=run_train)
-
-    e = sub.add_parser("eval", help="accuracy of a saved model on a data split (top-1, top-5, per class)",
-                       description="Evaluate a model saved by `scansearch train` or `scansearch derive --out`.")
-    e.add_argument("model_dir", metavar="DIR")
-    e.add_argument("--data", default="digits", help="digits | planted[:...] | PATH (default digits)")
-    e.add_argument("--split", choices=("test", "val", "train"), default="test",
-                   help="which split (default test; val where the data has no test split)")
-    e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--seed", type=int, default=None, help="data split seed (default: the one the model trained with)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    e.set_defaults(func=run_eval)
 
 
 def _genotype_source(text: str):
@@ -63,6 +56,22 @@ def _genotype_source(text: str):
 
         return RunFolder.open(path).read_genotype()
     return text
+
+
+def _with_model(source, preset: str | None):
+    """``source`` with its genotype's ``model:`` replaced by ``preset`` (``--model``)."""
+    if preset is None:
+        return source
+    import dataclasses
+
+    from ..models import get_preset
+    from ..models.build import resolve_source
+
+    get_preset(preset)  # an unknown name: a ModelError naming the presets
+    _, genotype = resolve_source(source)
+    if genotype is None:
+        raise CLIError(f"--model {preset}: {source} is a preset, not a genotype; train {preset} itself instead")
+    return dataclasses.replace(genotype, model=preset)
 
 
 def _data_size(source, img_size: int | None, data_spec: str) -> int | None:
@@ -98,7 +107,8 @@ def run_train(args) -> int:
         raise CLIError(f"--out {out}: exists and is not a folder")
     if not args.resume and (out / "checkpoint.pt").exists():
         raise CLIError(f"--out {out}: already holds a training run; pass --resume to continue it, or another --out")
-    source = _genotype_source(args.source)
+    train_semi.check(args)
+    source = _with_model(_genotype_source(args.source), args.model)
     overrides = parse_overrides(args.set)
     check_model_options(source, args.img_size, overrides)
     set_crash_log(out / "log.txt")
@@ -107,14 +117,22 @@ def run_train(args) -> int:
     torch.manual_seed(args.seed)
     model = build_model(source, num_classes=data.num_classes, img_size=data.img_size, in_chans=data.in_chans,
                         **overrides)
+    fit_data, semi, semi_record = train_semi.setup(args, data, model)
+    # confidence thresholds need unsmoothed targets: a smoothed label caps the top probability
     config = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, ema=args.ema,
-                         warmup_epochs=min(2.0, args.epochs / 5), seed=args.seed, device=args.device)
+                         warmup_epochs=min(2.0, args.epochs / 5), seed=args.seed, device=args.device,
+                         label_smoothing=0.0 if args.semi_supervised else 0.1)
     config.validate()
     if not args.quiet:
         n_params = sum(p.numel() for p in model.parameters())
         console.print(f"training {model.cfg.family} ({n_params / 1e6:.3f}M params) on {data.name}: "
                       f"{args.epochs} epochs -> {out}", highlight=False)
-    result = fit(model, data, config, out_dir=out, resume=args.resume, progress=not args.quiet)
+        if semi_record.get("n_unlabeled") is not None:
+            console.print(f"semi-supervised ({semi.config.filter}): {semi_record['n_labeled']:,} labeled, "
+                          f"{semi_record['n_unlabeled']:,} unlabeled training images", highlight=False)
+    hooks = [] if semi is None else [semi]
+    result = fit(model, fit_data, config, out_dir=out, resume=args.resume, progress=not args.quiet, hooks=hooks,
+                 step_fn=None if semi is None else semi.step)
     final = result.ema_model if result.ema_model is not None else result.model
     final.genotype = model.genotype
     split_name, loader = ("test", data.test) if data.test is not None else ("val", data.val)
@@ -123,45 +141,10 @@ def run_train(args) -> int:
     atomic_write_text(out / DATA_FILE, json.dumps({**data.describe(), "spec": str(args.data), "seed": args.seed},
                                                   indent=2))
     summary = {"split": split_name, **metrics, "best_val_top1": result.best_val_top1, "best_epoch": result.best_epoch,
-               "seconds": round(result.seconds, 1), "epochs": args.epochs}
+               "seconds": round(result.seconds, 1), "epochs": args.epochs, **semi_record}
     atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2))
     console.print(_metrics_table(metrics, data.class_names, f"{out} on {data.name} ({split_name} split)"))
     console.print(f"saved to {out}; load it with scansearch.models.load_model({str(out)!r})", highlight=False)
-    return 0
-
-
-def run_eval(args) -> int:
-    from ..data import load_data
-    from ..models import load_model
-    from ..train import evaluate, resolve_device
-
-    root = Path(args.model_dir)
-    model = load_model(root, map_location=resolve_device(args.device))
-    trained_on: dict[str, Any] = {}
-    if (root / DATA_FILE).is_file():
-        try:
-            trained_on = json.loads((root / DATA_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            trained_on = {}
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
-    seed = args.seed if args.seed is not None else int(trained_on.get("seed", 0))
-    cfg = model.cfg
-    # the size the model was built for: a built-in set's own size may differ (--img-size in train)
-    data = load_data(args.data, img_size=cfg.image_hw[0], in_chans=cfg.in_chans,
-                     batch_size=args.batch_size, seed=seed, augment=False)
-    if data.num_classes != cfg.num_classes:
-        raise CLIError(f"--data {args.data}: {data.num_classes} classes, the model in {root} predicts "
-                       f"{cfg.num_classes}")
-    loader = {"test": data.test, "val": data.val, "train": data.train}[args.split]
-    split = args.split
-    if loader is None:
-        loader, split = data.val, "val"
-    metrics = evaluate(model, loader, data.num_classes)
-    if args.json:
-        print(json.dumps({"split": split, **metrics}))
-        return 0
-    console.print(_metrics_table(metrics, data.class_names, f"{root} on {data.name} ({split} split)"))
     return 0
 
 

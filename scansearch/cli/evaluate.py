@@ -1,0 +1,185 @@
+"""`scansearch eval`: a saved model's accuracy on a data split, under occlusion, with its
+MC-dropout uncertainty and calibration.
+
+``eval DIR --data D`` prints top-1, top-5 (more than five classes) and per-class accuracy.
+``--occlusion 0.2`` occludes every image by a rectangle over 20% of its area (the same
+rectangles for every model, from ``--seed``); ``--occlusion-sweep`` prints the no / 20% /
+40% table (``--levels`` changes the shares). For a model with an MC-dropout head (the
+``raum`` family) the sweep and ``--mc-samples T`` add the accuracy of the mean of ``T``
+stochastic passes; ``--calibration`` prints the expected calibration error of the single
+deterministic pass and of the MC mean, and ``--plot F.png`` draws their reliability
+diagram.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from .common import CLIError, console
+from .train import DATA_FILE, _metrics_table
+
+ECE_BINS = 15
+
+
+def register(sub) -> None:
+    e = sub.add_parser("eval", help="accuracy of a saved model on a data split (top-1, top-5, per class)",
+                       description="Evaluate a model saved by `scansearch train` or `scansearch derive --out`.")
+    e.add_argument("model_dir", metavar="DIR")
+    e.add_argument("--data", default="digits", help="digits | planted[:...] | PATH (default digits)")
+    e.add_argument("--split", choices=("test", "val", "train"), default="test",
+                   help="which split (default test; val where the data has no test split)")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--seed", type=int, default=None,
+                   help="data split and occluder seed (default: the one the model trained with)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--occlusion", type=float, default=0.0, metavar="SHARE",
+                   help="occlude each image by a rectangle over this share of its area (e.g. 0.2)")
+    e.add_argument("--occlusion-sweep", action="store_true", help="top-1 at no / 20%% / 40%% occlusion")
+    e.add_argument("--levels", default="0,0.2,0.4", help="the sweep's shares (default 0,0.2,0.4)")
+    e.add_argument("--mc-samples", type=int, default=None, metavar="T",
+                   help="raum models: also the accuracy of the mean of T MC-dropout passes")
+    e.add_argument("--calibration", action="store_true",
+                   help="expected calibration error, single pass and MC mean (raum models)")
+    e.add_argument("--plot", default=None, metavar="F.png", help="with --calibration: a reliability diagram")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.set_defaults(func=run_eval)
+
+
+def _levels(text: str) -> list[float]:
+    from ..data.occlusion import check_share
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"--levels: expected shares such as 0,0.2,0.4, got {text!r}") from None
+    if not values:
+        raise CLIError("--levels: give at least one share")
+    return [check_share(v, "--levels") for v in values]
+
+
+def _check(args) -> list[float]:
+    from ..data.occlusion import check_share
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.mc_samples is not None and args.mc_samples < 1:
+        raise CLIError(f"--mc-samples must be at least 1, got {args.mc_samples}")
+    check_share(args.occlusion, "--occlusion")
+    if args.occlusion_sweep and args.occlusion:
+        raise CLIError("--occlusion and --occlusion-sweep: give one (the sweep sets the shares with --levels)")
+    if args.plot is not None and not args.calibration:
+        raise CLIError("--plot draws the reliability diagram of --calibration; add --calibration")
+    if args.plot is not None and not Path(args.plot).parent.is_dir():
+        raise CLIError(f"--plot {args.plot}: no such folder {Path(args.plot).parent}")
+    if args.plot is not None:
+        from ..plotting import pyplot
+
+        if pyplot() is None:
+            raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'")
+    return _levels(args.levels) if args.occlusion_sweep else [args.occlusion]
+
+
+def run_eval(args) -> int:
+    import torch
+
+    from ..data import load_data
+    from ..data.occlusion import OccludedLoader, batch_generator, occlude
+    from ..models import load_model
+    from ..train import evaluate, resolve_device
+    from ..uncertainty import collect_probs, expected_calibration_error, supports_mc
+
+    levels = _check(args)
+    root = Path(args.model_dir)
+    device = resolve_device(args.device)
+    model = load_model(root, map_location=device)
+    mc = supports_mc(model)
+    if (args.calibration or args.mc_samples is not None) and not mc:
+        raise CLIError(f"{root}: a {model.cfg.family} model has no MC-dropout head; --mc-samples and "
+                       f"--calibration need a raum model")
+    samples = args.mc_samples if args.mc_samples is not None else (model.cfg.mc_samples if mc else None)
+    trained_on: dict[str, Any] = {}
+    if (root / DATA_FILE).is_file():
+        try:
+            trained_on = json.loads((root / DATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            trained_on = {}
+    seed = args.seed if args.seed is not None else int(trained_on.get("seed", 0))
+    cfg = model.cfg
+    # the size the model was built for: a built-in set's own size may differ (--img-size in train)
+    data = load_data(args.data, img_size=cfg.image_hw[0], in_chans=cfg.in_chans,
+                     batch_size=args.batch_size, seed=seed, augment=False)
+    if data.num_classes != cfg.num_classes:
+        raise CLIError(f"--data {args.data}: {data.num_classes} classes, the model in {root} predicts "
+                       f"{cfg.num_classes}")
+    loader = {"test": data.test, "val": data.val, "train": data.train}[args.split]
+    split = args.split
+    if loader is None:
+        loader, split = data.val, "val"
+    title = f"{root} on {data.name} ({split} split)"
+    use_mc = mc and (args.occlusion_sweep or args.calibration or args.mc_samples is not None)
+
+    rows = []
+    for share in levels:
+        def transform(images, index, share=share):
+            return occlude(images, share, batch_generator(seed, index)) if share else images
+        probs = collect_probs(model, loader, device, mc_samples=samples if use_mc else None, transform=transform,
+                              seed=seed)
+        labels = probs["labels"]
+        row = {"occlusion": share, "count": len(labels),
+               "top1": (probs["single"].argmax(1) == labels).float().mean().item()}
+        if use_mc:
+            row["mc_top1"] = (probs["mc_mean"].argmax(1) == labels).float().mean().item()
+            row["mc_samples"] = samples
+            row["mutual_info"] = probs["mutual_info"].mean().item()
+        if args.calibration:
+            row["ece"] = expected_calibration_error(probs["single"], labels, ECE_BINS)
+            row["mc_ece"] = expected_calibration_error(probs["mc_mean"], labels, ECE_BINS)
+            row["_probs"] = probs
+        rows.append(row)
+
+    if args.calibration and args.plot is not None:
+        _plot(rows[0], args.plot, title)
+    for row in rows:
+        row.pop("_probs", None)
+    if not args.occlusion_sweep and not args.calibration and args.mc_samples is None:
+        metrics = evaluate(model, OccludedLoader(loader, levels[0], seed) if levels[0] else loader,
+                           data.num_classes, device)
+        if args.json:
+            print(json.dumps({"split": split, "occlusion": levels[0], **metrics}))
+            return 0
+        suffix = f", {levels[0]:.0%} occluded" if levels[0] else ""
+        console.print(_metrics_table(metrics, data.class_names, title + suffix))
+        return 0
+    if args.json:
+        print(json.dumps({"split": split, "levels": rows}))
+        return 0
+    console.print(_sweep_table(rows, title))
+    return 0
+
+
+def _sweep_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("occlusion", justify="right")
+    table.add_column("top-1", justify="right")
+    columns = [("mc_top1", "top-1, MC mean"), ("mutual_info", "mutual info"), ("ece", "ECE"), ("mc_ece", "ECE, MC mean")]
+    shown = [(key, name) for key, name in columns if key in rows[0]]
+    for _, name in shown:
+        table.add_column(name, justify="right")
+    for row in rows:
+        cells = [f"{row['occlusion']:.0%}", f"{row['top1']:.2%}"]
+        for key, _ in shown:
+            cells.append(f"{row[key]:.4f}" if key in ("mutual_info", "ece", "mc_ece") else f"{row[key]:.2%}")
+        table.add_row(*cells)
+    return table
+
+
+def _plot(row: dict, path: str, title: str) -> None:
+    from ..uncertainty import plot_reliability, reliability
+
+    probs = row["_probs"]
+    curves = {f"single pass (ECE {row['ece']:.3f})": reliability(probs["single"], probs["labels"], ECE_BINS),
+              f"MC mean (ECE {row['mc_ece']:.3f})": reliability(probs["mc_mean"], probs["labels"], ECE_BINS)}
+    plot_reliability(curves, path, title)
