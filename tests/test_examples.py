@@ -47,3 +47,11 @@ def test_search_with_optuna(tmp_path):
     assert "10 trials; best trial" in result.stdout and "loss on unseen batches" in result.stdout
     for name in ("genotype.yaml", "study.journal", "supernet/checkpoint.pt"):
         assert (tmp_path / "run" / name).is_file(), name
+
+
+@pytest.mark.slow  # a semi-supervised training: the full suite runs it
+def test_raum_semi_supervised_example(tmp_path):
+    result = run_example("raum_semi.py", "--fast", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "126 labeled and 1132 unlabeled" in result.stdout
+    assert "test top-1 at 40% occlusion" in result.stdout and "ECE: single pass" in result.stdout

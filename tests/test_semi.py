@@ -409,3 +409,34 @@ def test_semi_supervised_training_on_a_cub_layout_folder_end_to_end(cli, tmp_pat
     assert "precision unknown labels" in result.stdout
     metrics = json.loads((out2 / "metrics.json").read_text())
     assert metrics["n_unlabeled"] == 5 and metrics["n_labeled"] == 21
+
+
+def test_train_puts_a_searched_genotype_into_the_raum_head(cli, tmp_path):
+    from scansearch.genotype import Genotype
+
+    layers = (("h", "h_flip", "w2", "w2_flip"), ("v", "v_flip", "w7", "w7_flip"), ("h", "v", "w2", "w7"))
+    path = Genotype(layers=layers, model="local_vmamba_micro", space="local8",
+                    provenance={"model_overrides": {"depths": [1, 1, 1]}}).save(tmp_path / "g.yaml")
+    out = tmp_path / "r"
+    result = cli("train", path, "--model", "raum_micro", "--out", out, "--epochs", "1", "--set", "patch_size=1",
+                 "--quiet")
+    assert result.returncode == 0, result.stderr
+    saved = Genotype.load(out / "genotype.yaml")
+    assert saved.model == "raum_micro" and saved.layers == layers
+    assert_one_line_error(cli("train", "raum_micro", "--model", "vmamba_micro", "--out", tmp_path / "x"), "a preset")
+    assert_one_line_error(cli("train", path, "--model", "nope", "--out", tmp_path / "y"), "nope")
+
+
+@pytest.mark.slow
+def test_search_searches_the_raum_backbone(cli, tmp_path):
+    out = tmp_path / "s"
+    result = cli("search", "--model", "raum_micro", "--space", "local8", "--epochs", "1", *TINY, "--out", out,
+                 "--quiet")
+    assert result.returncode == 0, result.stderr
+    from scansearch.genotype import Genotype
+
+    found = Genotype.load(out / "genotype.yaml")
+    assert found.model == "raum_micro" and len(found.layers) == 3
+    assert all(len(layer) == 4 for layer in found.layers)
+    trained = cli("train", out, "--out", tmp_path / "m", "--epochs", "1", "--quiet")
+    assert trained.returncode == 0, trained.stderr
