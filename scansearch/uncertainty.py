@@ -108,6 +108,7 @@ def collect_probs(model: nn.Module, loader: Iterable, device: torch.device | str
     """Labels, the deterministic pass's probabilities and (with ``mc_samples``) the MC mean and
     mutual information over a whole loader; ``transform(images, batch_index)`` (occlusion)
     applies first. MC masks come from a generator seeded by ``seed``."""
+    was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, list[torch.Tensor]] = {"labels": [], "single": [], "mc_mean": [], "mutual_info": [],
@@ -123,6 +124,7 @@ def collect_probs(model: nn.Module, loader: Iterable, device: torch.device | str
             out["mc_mean"].append(result.mean.cpu())
             out["mutual_info"].append(result.mutual_info.cpu())
             out["entropy"].append(result.entropy.cpu())
+    model.train(was_training)
     return {k: torch.cat(v) for k, v in out.items() if v}
 
 

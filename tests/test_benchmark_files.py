@@ -79,3 +79,32 @@ def test_the_proxies_of_a_benchmark_file_are_reproduced(path):
         again = zero_cost.scores(layers)
         for proxy, value in record["proxies"].items():
             assert again[proxy] == pytest.approx(value, rel=1e-3, abs=1e-6, nan_ok=True), proxy
+
+
+RAUM = sorted((BENCH / "data").glob("raum_*.json"))
+
+
+def test_the_raum_benchmark_files_are_kept():
+    assert {p.stem for p in RAUM} >= {"raum_semi_digits", "raum_semi_fashion", "raum_backbone_digits"}
+
+
+@pytest.mark.parametrize("path", RAUM, ids=[p.stem for p in RAUM])
+def test_raum_summaries_follow_from_the_runs(path):
+    bench = _bench_module("bench_raum")
+    result = json.loads(path.read_text())
+    key = "method" if "semi" in path.stem else "backbone"
+    names = {"semi": {"supervised", "fixmatch", "raum"}, "backbone": {"searched", "cross"}}["semi" if key == "method"
+                                                                                            else "backbone"]
+    assert {r[key] for r in result["runs"]} == names
+    assert len(result["runs"]) == 3 * len(names)  # three seeds each
+    recomputed = bench.summarise(result["runs"], key)
+    for mine, kept in zip(recomputed, result["summary"]):
+        assert mine[key] == kept[key]
+        for level in ("0%", "20%", "40%"):
+            assert mine[level] == pytest.approx(kept[level])
+    for run in result["runs"]:
+        assert [lv["occlusion"] for lv in run["levels"]] == [0.0, 0.2, 0.4]
+        pseudo = run.get("pseudo_labels")
+        if pseudo is not None:  # the equal-share comparison is over the same kept count
+            assert 0 <= pseudo["filter_kept_share"] <= 1
+            assert [c["share"] for c in pseudo["curve"]] == bench.SHARES

@@ -440,3 +440,14 @@ def test_search_searches_the_raum_backbone(cli, tmp_path):
     assert all(len(layer) == 4 for layer in found.layers)
     trained = cli("train", out, "--out", tmp_path / "m", "--epochs", "1", "--quiet")
     assert trained.returncode == 0, trained.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--occlusion-sweep", "--levels", "a,b"], "--levels"),
+    (["--occlusion-sweep", "--levels", "0,1.5"], "--levels"),
+    (["--occlusion", "-0.1"], "--occlusion"),
+    (["--mc-samples", "0"], "--mc-samples"),
+    (["--calibration", "--plot", "/nonexistent/dir/r.png"], "--plot"),
+])
+def test_eval_refuses_bad_options_before_loading_anything(cli, tmp_path, args, fragment):
+    assert_one_line_error(cli("eval", tmp_path / "no-model-here", *args), fragment)

@@ -19,7 +19,7 @@ from typing import Any
 from rich.table import Table
 
 from .common import CLIError, console
-from .train import DATA_FILE, _metrics_table
+from .train import DATA_FILE, metrics_table
 
 ECE_BINS = 15
 
@@ -151,7 +151,7 @@ def run_eval(args) -> int:
             print(json.dumps({"split": split, "occlusion": levels[0], **metrics}))
             return 0
         suffix = f", {levels[0]:.0%} occluded" if levels[0] else ""
-        console.print(_metrics_table(metrics, data.class_names, title + suffix))
+        console.print(metrics_table(metrics, data.class_names, title + suffix))
         return 0
     if args.json:
         print(json.dumps({"split": split, "levels": rows}))

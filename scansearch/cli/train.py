@@ -1,11 +1,12 @@
-"""`scansearch train` and `scansearch eval`: train a derived model stand-alone, then measure it.
+"""`scansearch train`: train a derived model stand-alone.
 
 ``train GENOTYPE --data D --out DIR`` builds the model the genotype names (a genotype
-file, a search run folder or a preset), trains it with the shared loop and saves it in
-``DIR`` as ``genotype.yaml``, ``config.yaml``, ``weights.safetensors`` (what
-``load_model`` reads), with ``data.json`` (what it was trained on), ``metrics.json``, the
-checkpoint and the per-epoch history. ``eval DIR --data D`` prints top-1, top-5 (more
-than five classes) and per-class accuracy on a split.
+file, a search run folder or a preset; ``--model`` puts the genotype's layers into another
+preset), trains it with the shared loop and saves it in ``DIR`` as ``genotype.yaml``,
+``config.yaml``, ``weights.safetensors`` (what ``load_model`` reads), with ``data.json``
+(what it was trained on), ``metrics.json``, the checkpoint and the per-epoch history.
+``--semi-supervised`` and ``--occlusion`` are in :mod:`.train_semi`; ``scansearch eval``
+is in :mod:`.evaluate`.
 """
 from __future__ import annotations
 
@@ -143,12 +144,12 @@ def run_train(args) -> int:
     summary = {"split": split_name, **metrics, "best_val_top1": result.best_val_top1, "best_epoch": result.best_epoch,
                "seconds": round(result.seconds, 1), "epochs": args.epochs, **semi_record}
     atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2))
-    console.print(_metrics_table(metrics, data.class_names, f"{out} on {data.name} ({split_name} split)"))
+    console.print(metrics_table(metrics, data.class_names, f"{out} on {data.name} ({split_name} split)"))
     console.print(f"saved to {out}; load it with scansearch.models.load_model({str(out)!r})", highlight=False)
     return 0
 
 
-def _metrics_table(metrics: dict[str, Any], class_names, title: str) -> Table:
+def metrics_table(metrics: dict[str, Any], class_names, title: str) -> Table:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
