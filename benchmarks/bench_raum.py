@@ -105,7 +105,7 @@ def precision_at_share(model_dir: Path, opts, seed: int) -> dict:
         idx = score.argsort(descending=True)[:k]
         return (pred[idx] == labels[idx]).float().mean().item()
 
-    keep = (mc_conf >= opts.tau) & (bald <= torch.quantile(bald.double(), 0.5).to(bald))
+    keep = (mc_conf >= opts.tau) & (bald <= torch.quantile(bald.float(), 0.5))
     k = int(keep.sum())
     result = {"n_unlabeled": n, "tau": opts.tau, "filter_kept_share": k / n,
               "filter_precision": (mc_pred[keep] == labels[keep]).float().mean().item() if k else None,

@@ -22,8 +22,9 @@ One epoch is one pass over the unlabeled images (the labeled loader cycles). Eac
 history records the share of unlabeled images kept (``unlabeled_kept``) and, where their
 true labels are known (``--labeled-ratio``), the precision of the kept pseudo-labels
 (``pseudo_precision``). ``occlusion`` > 0 also occludes each labeled image by a share
-drawn from [0, occlusion] (training augmentation). All randomness comes from generators
-seeded by ``(seed, step)``, so a resumed run replays the steps exactly.
+drawn from [0, occlusion] (training augmentation). The views, occluders and MC masks
+come from generators seeded by ``(seed, step)``, the training pass's dropout from the
+global RNG, which the checkpoint restores: a resumed run replays the steps exactly.
 """
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def pseudo_labels(model, images: torch.Tensor, config: SemiConfig, generator: to
         if config.uncertainty_max is not None:
             keep &= uncertainty <= config.uncertainty_max
         else:
-            keep &= uncertainty <= torch.quantile(uncertainty.double(), config.uncertainty_quantile).to(uncertainty)
+            keep &= uncertainty <= torch.quantile(uncertainty.float(), config.uncertainty_quantile)  # no float64 on MPS
         return labels, keep, confidence
     was_training = model.training
     model.eval()

@@ -104,10 +104,15 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> li
 
 @torch.no_grad()
 def collect_probs(model: nn.Module, loader: Iterable, device: torch.device | str, *, mc_samples: int | None = None,
-                  transform=None, seed: int = 0) -> dict[str, torch.Tensor]:
+                  transform=None, seed: int = 0, amp: str = "auto") -> dict[str, torch.Tensor]:
     """Labels, the deterministic pass's probabilities and (with ``mc_samples``) the MC mean and
     mutual information over a whole loader; ``transform(images, batch_index)`` (occlusion)
-    applies first. MC masks come from a generator seeded by ``seed``."""
+    applies first. MC masks come from a generator seeded by ``seed``. The passes run under
+    the autocast ``evaluate`` uses (``amp``), so both report the same accuracy."""
+    from .train import autocast_dtype
+
+    device = torch.device(device)
+    dtype = autocast_dtype(amp, device)
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -118,8 +123,10 @@ def collect_probs(model: nn.Module, loader: Iterable, device: torch.device | str
         if transform is not None:
             images = transform(images, index)
         out["labels"].append(labels.cpu())
-        out["single"].append(model(images).float().softmax(-1).cpu())
-        if mc_samples is not None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out["single"].append(model(images).float().softmax(-1).cpu())
+            if mc_samples is None:
+                continue
             result = predict_with_uncertainty(model, images, mc_samples, generator=gen)
             out["mc_mean"].append(result.mean.cpu())
             out["mutual_info"].append(result.mutual_info.cpu())

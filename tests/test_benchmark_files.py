@@ -98,6 +98,7 @@ def test_raum_summaries_follow_from_the_runs(path):
     assert {r[key] for r in result["runs"]} == names
     assert len(result["runs"]) == 3 * len(names)  # three seeds each
     recomputed = bench.summarise(result["runs"], key)
+    assert len(recomputed) == len(result["summary"])
     for mine, kept in zip(recomputed, result["summary"]):
         assert mine[key] == kept[key]
         for level in ("0%", "20%", "40%"):

@@ -211,6 +211,7 @@ TINY = ["--set", "patch_size=1", "--set", "dims=[8,16,16]", "--set", "depths=[1,
     (["--semi-supervised", "--labeled-ratio", "0.1", "--tau", "2"], "--tau"),
     (["--semi-supervised", "--labeled-ratio", "0.1", "--filter", "confidence", "--uncertainty-max", "0.1"],
      "reads no uncertainty"),
+    (["--semi-supervised", "--labeled-ratio", "0.1", "--filter", "none", "--mc-samples", "4"], "--mc-samples"),
     (["--semi-supervised", "--unlabeled", "/nonexistent"], "--unlabeled"),
     (["--occlusion", "1.2"], "--occlusion"),
 ])
@@ -257,10 +258,16 @@ def test_train_semi_supervised_from_the_cli_then_sweep_occlusion(cli, tmp_path):
     assert one["top1"] == pytest.approx(levels[2]["top1"], abs=1e-6)  # the same occluders
     table = cli("eval", out, "--occlusion-sweep")
     assert "top-1, MC mean" in table.stdout and "40%" in table.stdout
-    # a resumed run must keep the semi-supervised settings
-    again = cli("train", "raum_micro", "--out", out, "--epochs", "2", *TINY, "--semi-supervised", "--labeled-ratio",
-                "0.1", "--tau", "0.5", "--mc-samples", "4", "--occlusion", "0.3", "--resume")
-    assert_one_line_error(again, "tau")
+    # a resumed run must keep the semi-supervised settings, the split and the occlusion
+    same = ["--semi-supervised", "--labeled-ratio", "0.1", "--tau", "0.3", "--mc-samples", "4", "--occlusion", "0.3"]
+    for changed, named in [(["--tau", "0.5"], "tau"), (["--labeled-ratio", "0.5"], "labeled_ratio"),
+                           (["--occlusion", "0.1"], "occlusion")]:
+        args = list(same)
+        args[args.index(changed[0]) + 1] = changed[1]
+        again = cli("train", "raum_micro", "--out", out, "--epochs", "2", *TINY, *args, "--resume")
+        assert_one_line_error(again, named)
+    plain = cli("train", "raum_micro", "--out", out, "--epochs", "2", *TINY, "--resume")
+    assert_one_line_error(plain, "semi_supervised")
 
 
 class InterruptAt:
@@ -314,6 +321,8 @@ def test_calibration_and_reliability_diagram(cli, tmp_path):
     assert cli("train", "vmamba_micro", "--out", plain, "--epochs", "1", *TINY, "--quiet").returncode == 0
     assert_one_line_error(cli("eval", plain, "--calibration"), "MC-dropout")
     assert_one_line_error(cli("eval", out, "--plot", png), "--calibration")
+    assert_one_line_error(cli("eval", out, "--calibration", "--plot", tmp_path / "r.txt"), "cannot write .txt")
+    assert_one_line_error(cli("eval", out, "--calibration", "--plot", tmp_path), "is a folder")
     assert_one_line_error(cli("eval", out, "--occlusion", "0.2", "--occlusion-sweep"), "--occlusion")
 
 
@@ -400,7 +409,8 @@ def test_semi_supervised_training_on_a_cub_layout_folder_end_to_end(cli, tmp_pat
     # a folder of unlabeled images instead of a labeled share; their classes are unknown
     extra = tmp_path / "unlabeled"
     extra.mkdir()
-    for i, path in enumerate(sorted((cub / "images").rglob("*.jpg"))[:5]):
+    training = [p for p in sorted((cub / "images").rglob("*.jpg")) if int(p.stem.split("_")[1]) < 8]
+    for i, path in enumerate(training[:5]):
         (extra / f"u{i}.jpg").write_bytes(path.read_bytes())
     out2 = tmp_path / "run2"
     result = cli("train", "raum_micro", "--data", cub, "--img-size", "32", "--out", out2, "--epochs", "1",
@@ -409,6 +419,11 @@ def test_semi_supervised_training_on_a_cub_layout_folder_end_to_end(cli, tmp_pat
     assert "precision unknown labels" in result.stdout
     metrics = json.loads((out2 / "metrics.json").read_text())
     assert metrics["n_unlabeled"] == 5 and metrics["n_labeled"] == 21
+    # the folder of all images holds the validation and test images: refused
+    refused = cli("train", "raum_micro", "--data", cub, "--img-size", "32", "--out", tmp_path / "run3", "--epochs",
+                  "1", "--semi-supervised", "--unlabeled", cub / "images")
+    assert_one_line_error(refused, "validation or test split")
+    assert not (tmp_path / "run3" / "checkpoint.pt").exists()
 
 
 def test_train_puts_a_searched_genotype_into_the_raum_head(cli, tmp_path):
@@ -448,6 +463,7 @@ def test_search_searches_the_raum_backbone(cli, tmp_path):
     (["--occlusion", "-0.1"], "--occlusion"),
     (["--mc-samples", "0"], "--mc-samples"),
     (["--calibration", "--plot", "/nonexistent/dir/r.png"], "--plot"),
+    (["--levels", "0,0.1"], "--occlusion-sweep"),
 ])
 def test_eval_refuses_bad_options_before_loading_anything(cli, tmp_path, args, fragment):
     assert_one_line_error(cli("eval", tmp_path / "no-model-here", *args), fragment)

@@ -8,7 +8,8 @@ rectangles for every model, from ``--seed``); ``--occlusion-sweep`` prints the n
 ``raum`` family) the sweep and ``--mc-samples T`` add the accuracy of the mean of ``T``
 stochastic passes; ``--calibration`` prints the expected calibration error of the single
 deterministic pass and of the MC mean, and ``--plot F.png`` draws their reliability
-diagram.
+diagram (at the first level: no occlusion unless ``--levels`` says otherwise). The
+occluders come from ``--occlusion-seed`` (0 by default), so every model sees the same.
 """
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ def register(sub) -> None:
                    help="which split (default test; val where the data has no test split)")
     e.add_argument("--batch-size", type=int, default=128)
     e.add_argument("--seed", type=int, default=None,
-                   help="data split and occluder seed (default: the one the model trained with)")
+                   help="data split seed (default: the one the model trained with)")
     e.add_argument("--device", default="auto")
     e.add_argument("--occlusion", type=float, default=0.0, metavar="SHARE",
                    help="occlude each image by a rectangle over this share of its area (e.g. 0.2)")
     e.add_argument("--occlusion-sweep", action="store_true", help="top-1 at no / 20%% / 40%% occlusion")
-    e.add_argument("--levels", default="0,0.2,0.4", help="the sweep's shares (default 0,0.2,0.4)")
+    e.add_argument("--levels", default=None, help="the sweep's shares (default 0,0.2,0.4)")
+    e.add_argument("--occlusion-seed", type=int, default=0,
+                   help="seed of the occluding rectangles (default 0: the same for every model)")
     e.add_argument("--mc-samples", type=int, default=None, metavar="T",
                    help="raum models: also the accuracy of the mean of T MC-dropout passes")
     e.add_argument("--calibration", action="store_true",
@@ -70,21 +73,34 @@ def _check(args) -> list[float]:
     check_share(args.occlusion, "--occlusion")
     if args.occlusion_sweep and args.occlusion:
         raise CLIError("--occlusion and --occlusion-sweep: give one (the sweep sets the shares with --levels)")
-    if args.plot is not None and not args.calibration:
-        raise CLIError("--plot draws the reliability diagram of --calibration; add --calibration")
-    if args.plot is not None and not Path(args.plot).parent.is_dir():
-        raise CLIError(f"--plot {args.plot}: no such folder {Path(args.plot).parent}")
+    if args.levels is not None and not args.occlusion_sweep:
+        raise CLIError("--levels sets the shares of --occlusion-sweep; add --occlusion-sweep")
     if args.plot is not None:
-        from ..plotting import pyplot
+        _check_plot(args)
+    return _levels(args.levels or "0,0.2,0.4") if args.occlusion_sweep else [args.occlusion]
 
-        if pyplot() is None:
-            raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'")
-    return _levels(args.levels) if args.occlusion_sweep else [args.occlusion]
+
+def _check_plot(args) -> None:
+    from ..plotting import pyplot
+
+    plot = Path(args.plot)
+    if not args.calibration:
+        raise CLIError("--plot draws the reliability diagram of --calibration; add --calibration")
+    if not plot.parent.is_dir():
+        raise CLIError(f"--plot {plot}: no such folder {plot.parent}")
+    if plot.is_dir():
+        raise CLIError(f"--plot {plot}: is a folder; give a file name such as reliability.png")
+    plt = pyplot()
+    if plt is None:
+        raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'")
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    suffix = plot.suffix.lstrip(".").lower() or "png"
+    if suffix not in formats:
+        raise CLIError(f"--plot {plot}: cannot write .{suffix} (formats: {', '.join(sorted(formats))})")
 
 
 def run_eval(args) -> int:
-    import torch
-
     from ..data import load_data
     from ..data.occlusion import OccludedLoader, batch_generator, occlude
     from ..models import load_model
@@ -119,40 +135,37 @@ def run_eval(args) -> int:
     if loader is None:
         loader, split = data.val, "val"
     title = f"{root} on {data.name} ({split} split)"
-    use_mc = mc and (args.occlusion_sweep or args.calibration or args.mc_samples is not None)
+    occluder_seed = args.occlusion_seed
+    if not args.occlusion_sweep and not args.calibration and args.mc_samples is None:
+        share = levels[0]
+        metrics = evaluate(model, OccludedLoader(loader, share, occluder_seed) if share else loader,
+                           data.num_classes, device)
+        if args.json:
+            print(json.dumps({"split": split, "occlusion": share, **metrics}))
+            return 0
+        suffix = f", {share:.0%} occluded" if share else ""
+        console.print(metrics_table(metrics, data.class_names, title + suffix))
+        return 0
 
     rows = []
     for share in levels:
         def transform(images, index, share=share):
-            return occlude(images, share, batch_generator(seed, index)) if share else images
-        probs = collect_probs(model, loader, device, mc_samples=samples if use_mc else None, transform=transform,
-                              seed=seed)
+            return occlude(images, share, batch_generator(occluder_seed, index)) if share else images
+        probs = collect_probs(model, loader, device, mc_samples=samples if mc else None, transform=transform,
+                              seed=occluder_seed)
         labels = probs["labels"]
         row = {"occlusion": share, "count": len(labels),
                "top1": (probs["single"].argmax(1) == labels).float().mean().item()}
-        if use_mc:
+        if mc:
             row["mc_top1"] = (probs["mc_mean"].argmax(1) == labels).float().mean().item()
             row["mc_samples"] = samples
             row["mutual_info"] = probs["mutual_info"].mean().item()
         if args.calibration:
             row["ece"] = expected_calibration_error(probs["single"], labels, ECE_BINS)
             row["mc_ece"] = expected_calibration_error(probs["mc_mean"], labels, ECE_BINS)
-            row["_probs"] = probs
+            if args.plot is not None and len(rows) == 0:
+                _plot(row, probs, args.plot, f"{title}, {share:.0%} occluded" if share else title)
         rows.append(row)
-
-    if args.calibration and args.plot is not None:
-        _plot(rows[0], args.plot, title)
-    for row in rows:
-        row.pop("_probs", None)
-    if not args.occlusion_sweep and not args.calibration and args.mc_samples is None:
-        metrics = evaluate(model, OccludedLoader(loader, levels[0], seed) if levels[0] else loader,
-                           data.num_classes, device)
-        if args.json:
-            print(json.dumps({"split": split, "occlusion": levels[0], **metrics}))
-            return 0
-        suffix = f", {levels[0]:.0%} occluded" if levels[0] else ""
-        console.print(metrics_table(metrics, data.class_names, title + suffix))
-        return 0
     if args.json:
         print(json.dumps({"split": split, "levels": rows}))
         return 0
@@ -176,10 +189,9 @@ def _sweep_table(rows: list[dict], title: str) -> Table:
     return table
 
 
-def _plot(row: dict, path: str, title: str) -> None:
+def _plot(row: dict, probs: dict, path: str, title: str) -> None:
     from ..uncertainty import plot_reliability, reliability
 
-    probs = row["_probs"]
     curves = {f"single pass (ECE {row['ece']:.3f})": reliability(probs["single"], probs["labels"], ECE_BINS),
               f"MC mean (ECE {row['mc_ece']:.3f})": reliability(probs["mc_mean"], probs["labels"], ECE_BINS)}
     plot_reliability(curves, path, title)

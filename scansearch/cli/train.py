@@ -109,6 +109,9 @@ def run_train(args) -> int:
     if not args.resume and (out / "checkpoint.pt").exists():
         raise CLIError(f"--out {out}: already holds a training run; pass --resume to continue it, or another --out")
     train_semi.check(args)
+    run_options = train_semi.options(args)
+    if args.resume:
+        train_semi.check_resume(out, run_options)
     source = _with_model(_genotype_source(args.source), args.model)
     overrides = parse_overrides(args.set)
     check_model_options(source, args.img_size, overrides)
@@ -132,6 +135,9 @@ def run_train(args) -> int:
             console.print(f"semi-supervised ({semi.config.filter}): {semi_record['n_labeled']:,} labeled, "
                           f"{semi_record['n_unlabeled']:,} unlabeled training images", highlight=False)
     hooks = [] if semi is None else [semi]
+    if not args.resume:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / train_semi.OPTIONS_FILE, json.dumps(run_options, indent=2))
     result = fit(model, fit_data, config, out_dir=out, resume=args.resume, progress=not args.quiet, hooks=hooks,
                  step_fn=None if semi is None else semi.step)
     final = result.ema_model if result.ema_model is not None else result.model

@@ -54,9 +54,11 @@ def check(args) -> None:
         raise CLIError(f"--labeled-ratio must lie in (0, 1), got {args.labeled_ratio}")
     if args.uncertainty_max is not None and args.uncertainty_quantile is not None:
         raise CLIError("--uncertainty-max and --uncertainty-quantile: give one")
-    if args.filter not in (None, "uncertainty") and (args.uncertainty_max is not None
-                                                     or args.uncertainty_quantile is not None):
-        raise CLIError(f"--filter {args.filter} reads no uncertainty; drop --uncertainty-max/--uncertainty-quantile")
+    if args.filter not in (None, "uncertainty"):
+        ignored = [f"--{n.replace('_', '-')}" for n in ("uncertainty", "uncertainty_max", "uncertainty_quantile",
+                                                        "mc_samples") if getattr(args, n) is not None]
+        if ignored:
+            raise CLIError(f"--filter {args.filter} reads no uncertainty; drop {', '.join(ignored)}")
     semi_config(args, mc_default=8).validate()  # a TrainError: exit code 2, one line
 
 
@@ -96,8 +98,42 @@ def setup(args, data, model):
         labeled, unlabeled = split_labeled(data, args.labeled_ratio, args.seed, args.batch_size, mu * args.batch_size)
     else:
         labeled = data.train
-        unlabeled = unlabeled_folder(args.unlabeled, data.train, mu * args.batch_size, args.seed)
+        unlabeled = unlabeled_folder(args.unlabeled, data, mu * args.batch_size, args.seed)
     loader = SemiLoader(labeled, unlabeled, unlabeled_images=config.filter != "none")
     record = {"semi": config.to_dict(), "labeled_ratio": args.labeled_ratio, "unlabeled_dir": args.unlabeled,
               "n_labeled": labeled.num_samples, "n_unlabeled": unlabeled.num_samples}
     return dataclasses.replace(data, train=loader), semi, record
+
+
+OPTIONS_FILE = "train_options.json"
+
+
+def options(args) -> dict[str, Any]:
+    """What a resumed run must repeat: the semi-supervised settings, the split and the occlusion."""
+    from pathlib import Path
+
+    semi = None
+    if args.semi_supervised:
+        semi = {**semi_config(args, mc_default=8).to_dict(), "mc_samples": args.mc_samples}  # None: the model's
+    return {"semi_supervised": bool(args.semi_supervised), "semi": semi, "labeled_ratio": args.labeled_ratio,
+            "unlabeled": None if args.unlabeled is None else str(Path(args.unlabeled).expanduser().resolve()),
+            "occlusion": args.occlusion}
+
+
+def check_resume(out, current: dict[str, Any]) -> None:
+    """Refuse to resume with other semi-supervised settings, split or occlusion than the run had."""
+    import json
+
+    path = out / OPTIONS_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        saved = {"semi_supervised": False, "semi": None, "labeled_ratio": None, "unlabeled": None, "occlusion": 0.0}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CLIError(f"{path}: cannot read: {err}") from None
+    if not isinstance(saved, dict):
+        raise CLIError(f"{path}: not a mapping")
+    for key in current:
+        if saved.get(key) != current[key]:
+            raise CLIError(f"--resume: {out} was trained with {key}={saved.get(key)!r}, this command says "
+                           f"{current[key]!r}; repeat the run's options or use another --out")

@@ -11,7 +11,7 @@ images' training view.
 """
 from __future__ import annotations
 
-import math
+import hashlib
 from pathlib import Path
 
 import torch
@@ -69,21 +69,35 @@ def split_labeled(data: DataBundle, ratio: float, seed: int, batch_size: int, un
     return (_subset(data.train, mask, batch_size, seed), _subset(data.train, ~mask, unlabeled_batch, seed + 1))
 
 
-def unlabeled_folder(root: str | Path, like, batch_size: int, seed: int) -> FolderLoader:
-    """Every image file below ``root`` as unlabeled, decoded like ``like``'s training images."""
+def unlabeled_folder(root: str | Path, data: DataBundle, batch_size: int, seed: int) -> FolderLoader:
+    """Every image file below ``root`` as unlabeled, decoded like ``data``'s training images.
+
+    An image whose bytes are also in the validation or test split is refused: it would
+    train on what the model is scored on (a CUB user pointing at ``CUB_200_2011/images``).
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"--unlabeled {root}: " + ("not a folder" if root.exists() else "no such folder"))
+    like = data.train
     if not isinstance(like, FolderLoader):
         raise DataError("--unlabeled DIR goes with an image-folder data set (--data PATH); for the built-in and "
                         "IDX sets use --labeled-ratio")
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
     if not files:
         raise DataError(f"--unlabeled {root}: no image files below it")
+    held_out = {_digest(path): path for loader in (data.val, data.test) if isinstance(loader, FolderLoader)
+                for path, _ in loader.dataset.samples}
+    clashes = [(path, held_out[d]) for path in files if (d := _digest(path)) in held_out]
+    if clashes:
+        path, twin = clashes[0]
+        raise DataError(f"--unlabeled {root}: {len(clashes)} of its images are in the validation or test split "
+                        f"(e.g. {path} is {twin}); unlabeled images must not include the images scored")
     dataset = _dataset_like(like.dataset, [(path, UNKNOWN) for path in files])
     return FolderLoader(dataset, batch_size, shuffle=True, workers=like.loader.num_workers, seed=seed + 1)
 
 
-def steps_per_epoch(unlabeled) -> int:
-    """One epoch of semi-supervised training is one pass over the unlabeled images."""
-    return math.ceil(unlabeled.num_samples / unlabeled.batch_size)
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
