@@ -24,6 +24,7 @@ class RunFolder:
     GENOTYPE = "genotype.yaml"
     SUMMARY = "summary.json"
     SELECTION = "selection.json"  # per-layer scores, margins and the check against fixed genotypes
+    CLOSING = "complete"  # the config's last key
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -52,26 +53,41 @@ class RunFolder:
 
     @classmethod
     def open(cls, path: str | Path) -> "RunFolder":
-        """An existing run (for --resume and export)."""
+        """An existing run (for --resume and export). A folder holding a link that leads out of
+        it is refused: whatever the run reads or writes stays inside the run folder."""
         run = cls(path)
         if not (run.path / cls.CONFIG).is_file():
             raise RunError(f"{run.path}: not a run folder (no {cls.CONFIG})")
+        run.check_contained()
         return run
+
+    def check_contained(self) -> None:
+        """RunError for a symbolic link below the folder whose target lies outside it."""
+        root = self.path.resolve()
+        for entry in self.path.rglob("*"):
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise RunError(f"{entry}: a link to {entry.resolve()}, outside the run folder {self.path}; "
+                               f"a run folder must hold its own files")
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     # -- contents -----------------------------------------------------------------------------
     def write_config(self, config: dict) -> None:
-        atomic_write_text(self.file(self.CONFIG), yaml.safe_dump(config, sort_keys=False))
+        """The config, closed by ``complete: true``: a file cut short (or edited into another
+        whole YAML document without it) is told apart from one the run wrote."""
+        atomic_write_text(self.file(self.CONFIG), yaml.safe_dump({**config, self.CLOSING: True}, sort_keys=False))
 
     def read_config(self) -> dict:
+        path = self.file(self.CONFIG)
         try:
-            data = yaml.safe_load(self.file(self.CONFIG).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise RunError(f"{self.file(self.CONFIG)}: cannot read: {err}") from None
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise RunError(f"{path}: cannot read: {str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
-            raise RunError(f"{self.file(self.CONFIG)}: not a mapping")
+            raise RunError(f"{path}: not a mapping")
+        if data.pop(self.CLOSING, None) is not True:
+            raise RunError(f"{path}: truncated or not written by scansearch (no closing '{self.CLOSING}: true')")
         return data
 
     def log(self, message: str) -> None:

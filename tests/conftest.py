@@ -65,3 +65,12 @@ def assert_only_order_three_differs(stats, labels, classes: int = 4):
             assert (means.max() - means.min()) > 20 * stderr
         else:
             assert (means - value.mean()).abs().max() < 4 * stderr, name
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The hostile-input suite's count of cases by kind, when it ran."""
+    module = sys.modules.get("test_hostile_input")
+    counts = getattr(module, "COUNTS", None)
+    if counts:
+        by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+        terminalreporter.write_line(f"hostile input cases: {sum(counts.values())} ({by_kind})")

@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "study": "scansearch", "workers": 1, "pruner": None, "train_epochs": 2, "proxy": "zico",
 }
 SETTINGS = tuple(DEFAULTS)
+# an example value of each setting whose default is None, for checking a stored config's kinds
+NONE_DEFAULT_KINDS = {"img_size": 1, "gumbel_k": 1, "k": 1, "seeds": [], "supernet": "", "storage": "", "pruner": ""}
+OPTUNA_ONLY = ("trials", "evaluator", "supernet", "objectives", "storage", "study", "workers", "pruner",
+               "train_epochs", "proxy")
 RESUMABLE = ("trials", "workers")  # a resumed study may run to another total, with other workers
 
 
@@ -133,6 +137,10 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
         if "seed" in given and "seeds" in given:
             raise CLIError("--seed and --seeds do not mix: give every seed to run to --seeds")
         settings = {**DEFAULTS, **given}
+        ignored = [k for k in OPTUNA_ONLY if k in given]
+        if settings["searcher"] == "darts" and ignored:  # refused, not ignored
+            raise CLIError(f"--{ignored[0].replace('_', '-')} applies to the Optuna searchers (--searcher tpe, "
+                           f"random, nsga2, ...), not to the DARTS search")
         if "warmup_epochs" not in given:  # the default warm-up never takes a whole short run
             settings["warmup_epochs"] = min(DEFAULTS["warmup_epochs"], max(0, settings["epochs"] - 1))
         return settings
@@ -142,12 +150,37 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
     stored = config.get("settings")
     if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict):
         raise CLIError(f"{run_dir / RunFolder.CONFIG}: not a scansearch search run")
+    for key, value in stored.items():
+        default = DEFAULTS.get(key) if DEFAULTS.get(key) is not None else NONE_DEFAULT_KINDS.get(key)
+        if default is not None and value is not None and not _same_kind(value, default):
+            raise CLIError(f"{run_dir / RunFolder.CONFIG}: setting {key!r} has a bad value {value!r}")
     changed = [k for k, v in given.items() if stored.get(k) != v and k not in RESUMABLE]
     if changed:
         k = changed[0]
         raise CLIError(f"--{k.replace('_', '-')}: {run_dir} was started with {stored.get(k)!r}; "
                        f"--resume keeps the stored settings (drop the option)")
+    _check_stored_storage(stored.get("storage"), given.get("storage"), run_dir)
     return {**DEFAULTS, **stored, **{k: v for k, v in given.items() if k in RESUMABLE}}
+
+
+def _same_kind(value, default) -> bool:
+    """A stored setting of the kind its default has (an int where a float is expected is fine)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _check_stored_storage(stored, given, run_dir: Path) -> None:
+    """A resumed run writes its study where its config says; a journal file outside the run
+    folder is used only when the command line names it again (a config is a file anyone
+    may have edited: it must not steer writes out of the folder on its own)."""
+    if not isinstance(stored, str) or "://" in stored or given == stored:
+        return
+    if not Path(stored).resolve().is_relative_to(run_dir.resolve()):
+        raise CLIError(f"{run_dir / 'config.yaml'}: the study journal {stored} lies outside the run folder; "
+                       f"pass --storage {stored} to resume with it")
 
 
 def _check(settings: dict[str, Any]) -> None:
@@ -231,6 +264,9 @@ def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, ar
     space, data, supernet, train_config, darts_config = prepare(settings, args.device)
     if resume:
         folder = RunFolder.open(run_dir)
+        _check_checkpoint(folder.file(RunFolder.CHECKPOINT))  # before anything is written
+        if not folder.file(RunFolder.CHECKPOINT).exists():  # it died in its first epoch
+            resume = False
     else:
         folder = RunFolder.create(run_dir or RunFolder.default_path())
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"],
@@ -275,6 +311,20 @@ def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, ar
                       f"train it (or both) before trusting the search", highlight=False)
     scores = [{name: score.loss for name, score in sel.scores.items()} for sel in selections]
     return result.genotype, folder, scores, to_train
+
+
+def _check_checkpoint(path: Path) -> None:
+    """The checkpoint a resumed search starts from must be whole and ours (TrainError otherwise);
+    without one (the search died in its first epoch) it starts again from the first epoch."""
+    from ..errors import TrainError
+    from ..train import CHECKPOINT_FORMAT
+    from ..training_state import load_checkpoint
+
+    if not path.exists():
+        return
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{path}: not a scansearch training checkpoint")
 
 
 def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, args) -> Path:

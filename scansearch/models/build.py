@@ -32,7 +32,7 @@ ISOTROPIC = ("vim", "local_vim")  # one depth: a genotype naming only the family
 def family_class(name: str) -> type[ScanModel]:
     try:
         return FAMILIES[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ModelError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
 
 

@@ -21,7 +21,10 @@ CHOICES = {
 # Float fields that scale a width or divide: strictly positive.
 POSITIVE = ("expand", "ssm_ratio", "cnn_expansion", "head_mlp_ratio", "conv_ratio", "norm_eps")
 # Probabilities of dropping: in [0, 1).
-RATES = ("drop_rate", "drop_path_rate", "head_dropout")
+RATES = ("drop_rate", "drop_path_rate", "head_dropout", "mc_dropout")
+# Beyond any real model: a config (a file anyone may edit) must not make the builder loop or
+# allocate without end before the weights are even read.
+MAX_IMG_SIZE, MAX_LAYERS = 16384, 4096
 
 
 def _is_int(v: object) -> bool:
@@ -40,9 +43,10 @@ def _check_value(name: str, value: Any, default: Any, where: str) -> Any:
             return value
         raise bad
     if name == "img_size":
-        if _is_int(value) and value >= 1:
+        if _is_int(value) and 1 <= value <= MAX_IMG_SIZE:
             return value
-        if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and 1 <= v <= MAX_IMG_SIZE
+                                                                        for v in value):
             return tuple(value)
         raise bad
     if name in CHOICES:
@@ -106,6 +110,8 @@ class ModelConfig:
             values[name] = _check_value(name, value, default, where)
         config = cls(**values)
         config.check(where)
+        if config.num_layers > MAX_LAYERS:
+            raise ModelError(f"{where}: {config.num_layers} layers; at most {MAX_LAYERS} are supported")
         return config
 
     def check(self, where: str) -> None:

@@ -104,8 +104,8 @@ def load_model(directory: str | os.PathLike, map_location: str | torch.device = 
         config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ModelError(f"{config_path}: cannot read: {str(err).splitlines()[0]}") from None
-    model = build_from_config(config, genotype, where=str(config_path))
     weights_path = root / WEIGHTS_FILE
+    model = _build_within(config, genotype, config_path, weights_path)
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -113,6 +113,26 @@ def load_model(directory: str | os.PathLike, map_location: str | torch.device = 
     _check_state(model, state, weights_path)
     model.load_state_dict(state, strict=True)
     return model.to(map_location)
+
+
+def _build_within(config, genotype: Genotype, config_path: Path, weights_path: Path) -> ScanModel:
+    """Build the model a config describes, first without memory (meta tensors), so that a config
+    whose model the weights file cannot hold (at 2 bytes a parameter at least) is refused
+    before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            probe = build_from_config(config, genotype, where=str(config_path))
+    except ModelError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as err:
+        raise ModelError(f"{config_path}: cannot build a model from it ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:120]})") from None
+    numel = sum(t.numel() for t in probe.state_dict().values())
+    size = weights_path.stat().st_size
+    if 2 * numel > size + 4096:
+        raise ModelError(f"{weights_path}: corrupt or truncated weights file ({size:,} bytes for the {numel:,} "
+                         f"weights {CONFIG_FILE} describes)")
+    return build_from_config(config, genotype, where=str(config_path))
 
 
 def _check_state(model: ScanModel, state: dict[str, torch.Tensor], where: Path) -> None:
