@@ -14,6 +14,17 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+class InterruptAt:
+    """A training hook that stands in for a crash or Ctrl-C at the start of an epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_start(self, ctx):
+        if ctx.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_one_line_error
+from conftest import InterruptAt, assert_one_line_error
 from scansearch.data import DataError, TensorLoader, load_data
 from scansearch.data.occlusion import (OccludedLoader, batch_generator, check_share, covered_share, occlude,
                                        rectangle_size)
@@ -268,15 +268,6 @@ def test_train_semi_supervised_from_the_cli_then_sweep_occlusion(cli, tmp_path):
         assert_one_line_error(again, named)
     plain = cli("train", "raum_micro", "--out", out, "--epochs", "2", *TINY, "--resume")
     assert_one_line_error(plain, "semi_supervised")
-
-
-class InterruptAt:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_start(self, ctx):
-        if ctx.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def _semi_fit(out, hooks=(), resume=False):

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import InterruptAt
+
 import scansearch.train as train_module
 from scansearch.data import load_data
 from scansearch.train import (ModelEMA, TrainConfig, TrainError, WarmupCosine, evaluate, fit, load_checkpoint,
@@ -157,17 +159,6 @@ def test_hooks_are_called_and_can_stop_training(digits):
     result = quiet_fit(tiny_model(), digits, config=TrainConfig(epochs=5, max_steps_per_epoch=3), hooks=[hook])
     assert hook.calls == {"on_fit_start": 1, "on_epoch_start": 2, "on_step_end": 6, "on_epoch_end": 2}
     assert [r["marker"] for r in result.history] == [1, 2]
-
-
-class InterruptAt:
-    """Stands in for a crash or Ctrl-C at the start of an epoch."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_start(self, ctx):
-        if ctx.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
