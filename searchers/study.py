@@ -9,14 +9,27 @@ all rows) are enqueued first, so the study always holds the fixed baselines to b
 The study lives in an Optuna storage: a journal file in the run folder by default
 (``JournalStorage(JournalFileBackend(RUN/study.journal))``; many processes can share it),
 or any storage URL. ``trials`` is the total the study reaches: a resumed or shared study
-runs only what is missing (``MaxTrialsCallback``), and a trial left ``RUNNING`` by a killed
-process is marked failed and its genotype asked again.
+runs only what is missing, and a trial left ``RUNNING`` by a killed process is marked failed
+and its genotype asked again.
+
+Many processes, many machines. The study's trials are slots in its queue: the process that
+creates (or resumes) the study enqueues the known genotypes and then empty trials until the
+study holds ``trials`` finished, running or waiting ones; the sampler fills an empty trial's
+genotype when a worker takes it. Workers take trials only from the queue
+(:class:`QueueStudy`), so any number of them, started anywhere, finish exactly ``trials``:
+none more, none counted twice. On a database storage (PostgreSQL, SQLite) workers send
+heartbeats; a trial whose worker died (its heartbeat older than the grace period) is marked
+failed and its genotype enqueued again (``RetryHeartbeatStaleTrialCallback``), and a worker
+with nothing left to take waits while other trials still run, so the last retries are run too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import time
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -34,6 +47,9 @@ COSTS = ("flops", "params", "latency_ms", "ssm_layers")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 BOOKKEEPING = ("known", "retry_of")  # user attributes that say where a trial came from, not what it measured
 JOURNAL = "study.journal"
+SETTINGS_ATTR = "scansearch_settings"  # the study's user attribute holding the search settings (for --join)
+MAX_RETRY = 3  # a genotype whose worker died this many times is given up (its slot gets a fresh genotype)
+GRACE = 3.0  # grace period = GRACE heartbeat intervals: a trial is stale when its last beat is older
 
 
 class StudyError(ValueError):
@@ -90,13 +106,127 @@ def journal_storage(path: str | Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def open_storage(url: str | None, run_path: Path) -> optuna.storages.BaseStorage | str:
-    """The journal file in the run folder (default), or the storage at ``url``."""
+def database_url(url: str) -> str:
+    """SQLAlchemy's URL for ``url``: a plain ``postgresql://`` (or ``postgres://``) goes
+    through psycopg 3, the driver of the ``postgres`` extra."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def rdb_storage(url: str, heartbeat: float | None = 30.0) -> optuna.storages.RDBStorage:
+    """The database storage at ``url`` with heartbeats every ``heartbeat`` seconds (None: off):
+    a trial silent for ``GRACE`` intervals is failed and its genotype enqueued again."""
+    from optuna.storages import RDBStorage
+
+    try:
+        import sqlalchemy.exc
+    except ImportError:  # pragma: no cover - optuna depends on it
+        raise StudyError("a database storage needs sqlalchemy: pip install sqlalchemy") from None
+    kwargs: dict[str, Any] = {}
+    if heartbeat is not None:
+        interval = max(1, round(heartbeat))
+        kwargs = {"heartbeat_interval": interval, "grace_period": max(2, round(GRACE * interval)),
+                  "heartbeat_stale_trial_callback": retry_stale}
+    shown = shown_url(url)
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(database_url(url), engine_kwargs={"pool_pre_ping": True}, **kwargs)
+    except ModuleNotFoundError as err:
+        raise StudyError(f"--storage {shown}: the database driver {err.name!r} is not installed "
+                         f"(PostgreSQL: pip install 'scansearch[postgres]')") from None
+    except sqlalchemy.exc.ArgumentError as err:
+        raise StudyError(f"--storage {shown}: not a database URL SQLAlchemy knows ({err})") from None
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise StudyError(f"--storage {shown}: cannot open the database: {reason[0] if reason else type(err).__name__}") \
+            from None
+
+
+def shown_url(url: str) -> str:
+    """A storage URL without its user and password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
+def open_storage(url: str | None, run_path: Path, heartbeat: float | None = 30.0) -> optuna.storages.BaseStorage:
+    """The journal file in the run folder (default), a journal file named by ``url``, or the
+    database at ``url`` with heartbeats (:func:`rdb_storage`)."""
     if url is None:
         return journal_storage(run_path / JOURNAL)
     if url.endswith(".journal") or url.endswith(".log"):
         return journal_storage(url)
-    return url
+    return rdb_storage(url, heartbeat)
+
+
+def retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """What happens to a trial whose worker died: its genotype is enqueued again
+    (``RetryHeartbeatStaleTrialCallback``) up to ``MAX_RETRY`` times; after that its slot is
+    given a fresh genotype, so the study still reaches its total."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if len(trial.system_attrs.get("retry_history", [])) < MAX_RETRY:
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+    else:
+        study.enqueue_trial({}, user_attrs={"replaces": trial.number}, skip_if_exists=False)
+
+
+class QueueEmpty(Exception):
+    """No trial waits in the queue and none that runs can come back to it: a worker is done."""
+
+
+class QueueStudy(optuna.Study):
+    """A study whose workers take trials only from its queue (never a fresh one), so that any
+    number of workers finish exactly the trials enqueued. ``heartbeat`` (seconds) is set on a
+    storage with heartbeats: a worker that finds the queue empty then waits while trials still
+    run elsewhere, failing stale ones (which enqueues their genotypes again), and ends only when
+    nothing runs; without heartbeats it ends at once (a dead worker's trial is retried on
+    ``--resume``)."""
+
+    def __init__(self, *args: Any, heartbeat: float | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.heartbeat = heartbeat
+
+    def ask(self, fixed_distributions=None) -> optuna.Trial:
+        if fixed_distributions:
+            raise StudyError("a queued study takes its trials from the queue; fixed distributions do not apply")
+        while True:
+            trial_id = self._take_waiting()
+            if trial_id is not None:
+                if hasattr(self, "_thread_local"):
+                    self._thread_local.cached_all_trials = None  # as Study.ask: read the storage afresh
+                return optuna.Trial(self, trial_id)
+            running = self.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if self.heartbeat is None or not running:
+                raise QueueEmpty
+            time.sleep(min(1.0, self.heartbeat))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self)
+
+    def _take_waiting(self) -> int | None:
+        """Move the oldest waiting trial to RUNNING for this worker; None when none waits.
+        The storage changes a trial's state only from WAITING, so two workers never take one."""
+        storage, study_id = self._storage, self._study_id
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    return trial._trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+
+def fill_queue(study: optuna.Study, trials: int) -> int:
+    """Enqueue empty trials until the study holds ``trials`` finished, running or waiting ones;
+    returns how many were added. Called by the one process that creates or resumes the study."""
+    held = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
+    missing = max(0, trials - len(held))
+    for _ in range(missing):
+        study.enqueue_trial({}, skip_if_exists=False)
+    return missing
 
 
 def known_genotypes(encoding: GenotypeEncoding) -> dict[str, tuple]:
@@ -166,15 +296,30 @@ class Objective:
         return None
 
 
-def run_study(study: optuna.Study, objective: Objective, trials: int, *,
+def run_study(study: optuna.Study, objective: Objective, trials: int, *, fill: bool = True,
               on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> StudyResult:
-    """Run ``study`` until it holds ``trials`` finished (complete or pruned) trials."""
+    """Run ``study`` until it holds ``trials`` finished (complete or pruned) trials.
+
+    ``fill``: this process tops the queue up to ``trials`` first (the one that creates or
+    resumes the study; extra workers and joined machines pass False). A trial that failed
+    (diverged) gives its slot to a fresh genotype."""
+    if fill and isinstance(study, QueueStudy):
+        fill_queue(study, trials)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    callbacks: list[Any] = [optuna.study.MaxTrialsCallback(trials, states=FINISHED)]
+
+    def replace_failed(study_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and isinstance(study_, QueueStudy):
+            study_.enqueue_trial({}, user_attrs={"replaces": trial.number}, skip_if_exists=False)
+
+    callbacks: list[Any] = [replace_failed, optuna.study.MaxTrialsCallback(trials, states=FINISHED)]
     if on_trial is not None:
         callbacks.append(on_trial)
     if done < trials:
-        study.optimize(objective, n_trials=None, callbacks=callbacks, catch=(DivergenceError,), gc_after_trial=False)
+        try:
+            study.optimize(objective, n_trials=None, callbacks=callbacks, catch=(DivergenceError,),
+                           gc_after_trial=False)
+        except QueueEmpty:
+            pass
     return StudyResult(study, best_trials(study, objective.objectives), objective.objectives)
 
 
@@ -189,31 +334,57 @@ def best_trials(study: optuna.Study, objectives: Sequence[str]) -> list[optuna.t
 
 
 def create_study(storage, name: str, objectives: Sequence[str], sampler, pruner, *, resume: bool,
-                 encoding: GenotypeEncoding, enqueue_known: bool = True) -> optuna.Study:
+                 encoding: GenotypeEncoding, enqueue_known: bool = True, trials: int | None = None,
+                 settings: dict[str, Any] | None = None) -> QueueStudy:
     """Create the study (``resume=False``; refuses a name the storage holds already; enqueues the
-    known genotypes unless told not to) or load it (workers, ``--resume``)."""
+    known genotypes, at most ``trials`` of them, unless told not to; keeps ``settings`` as a
+    user attribute for machines that join) or load it (workers, ``--resume``, ``--join``)."""
     directions = [OBJECTIVES[o] for o in objectives]
-    if resume:
+    if storage is None:  # in memory: one object both for creating and for the queued study
+        storage = optuna.storages.InMemoryStorage()
+    heartbeat = _heartbeat(storage)
+    if not resume:
         try:
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        except KeyError:
-            raise StudyError(f"no study named {name!r} in the storage to resume") from None
+            optuna.create_study(study_name=name, storage=storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise StudyError(f"the storage already holds a study named {name!r}: resume it, or pick another "
+                             f"name") from None
+    try:
+        study = QueueStudy(study_name=name, storage=storage, sampler=sampler, pruner=pruner, heartbeat=heartbeat)
+    except KeyError:
+        raise StudyError(f"no study named {name!r} in the storage to resume") from None
+    if resume:
         if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
             raise StudyError(f"study {name!r} was created with other objectives")
         return study
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                    directions=directions)
-    except optuna.exceptions.DuplicatedStudyError:
-        raise StudyError(f"the storage already holds a study named {name!r}: resume it, or pick another "
-                         f"name") from None
-    if not enqueue_known:
-        return study
-    for label, layers in known_genotypes(encoding).items():
-        study.enqueue_trial(encoding.params(layers), user_attrs={"known": label})
+    if settings is not None:
+        study.set_user_attr(SETTINGS_ATTR, settings)
+    if enqueue_known:
+        for label, layers in list(known_genotypes(encoding).items())[:trials]:
+            study.enqueue_trial(encoding.params(layers), user_attrs={"known": label})
     return study
 
 
-__all__ = ["COSTS", "FINISHED", "JOURNAL", "OBJECTIVES", "Objective", "SAMPLERS", "StudyError", "StudyResult",
-           "best_trials", "check_objectives", "create_study", "journal_storage", "known_genotypes", "make_pruner",
-           "make_sampler", "open_storage", "run_study", "stale_to_failed"]
+def stored_settings(storage, name: str) -> dict[str, Any]:
+    """The search settings a study was created with (``--join``)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StudyError(f"no study named {name!r} in the storage to join") from None
+    settings = study.user_attrs.get(SETTINGS_ATTR)
+    if not isinstance(settings, dict):
+        raise StudyError(f"study {name!r} was not created by scansearch search (it holds no settings to join with)")
+    return settings
+
+
+def _heartbeat(storage) -> float | None:
+    """The storage's heartbeat interval in seconds, or None when it has none."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if callable(get) else None
+
+
+__all__ = ["COSTS", "FINISHED", "JOURNAL", "MAX_RETRY", "OBJECTIVES", "Objective", "QueueEmpty", "QueueStudy",
+           "SAMPLERS", "SETTINGS_ATTR", "StudyError", "StudyResult", "best_trials", "check_objectives",
+           "create_study", "database_url", "fill_queue", "journal_storage", "known_genotypes", "make_pruner",
+           "make_sampler", "open_storage", "rdb_storage", "retry_stale", "run_study", "shown_url", "stale_to_failed",
+           "stored_settings"]

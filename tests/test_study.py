@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from scansearch.searchers.encoding import EncodingError, GenotypeEncoding
-from scansearch.searchers.study import (FINISHED, Objective, StudyError, check_objectives, create_study,
+from scansearch.searchers.study import (FINISHED, Objective, StudyError, check_objectives, create_study, fill_queue,
                                         journal_storage, known_genotypes, make_sampler, run_study, stale_to_failed)
 from scansearch.spaces import load_space
 
@@ -114,6 +114,7 @@ def test_resume_runs_to_the_total_and_retries_a_trial_left_running(tmp_path):
     study, enc = _study(tmp_path)
     run_study(study, Objective(enc, w2_loss, ("loss",)), 10)
     # a process killed mid-trial leaves it RUNNING in the journal
+    fill_queue(study, 11)
     dead = study.ask()
     enc.suggest(dead)
     again, _ = _study(tmp_path, resume=True, enc=enc)
@@ -148,11 +149,12 @@ def _worker(path, seed):
     enc = GenotypeEncoding(LOCAL8, layers=2)
     study = create_study(journal_storage(path), "s", ("loss",), make_sampler("random", seed, ("loss",), 24), None,
                          resume=True, encoding=enc)
-    run_study(study, Objective(enc, w2_loss, ("loss",)), 24)
+    run_study(study, Objective(enc, w2_loss, ("loss",)), 24, fill=False)
 
 
 def test_two_worker_processes_share_one_journal_study(tmp_path):
     study, enc = _study(tmp_path)
+    assert fill_queue(study, 24) == 24 - len(known_genotypes(enc))  # the creator enqueues every slot
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_worker, args=(str(tmp_path / "study.journal"), seed)) for seed in (1, 2)]
     for w in workers:
@@ -164,7 +166,7 @@ def test_two_worker_processes_share_one_journal_study(tmp_path):
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(trials)))  # every trial recorded once
     finished = [t for t in trials if t.state in FINISHED]
-    assert 24 <= len(finished) <= 25  # each worker stops at 24; at most the other's last one runs over
+    assert len(finished) == 24  # workers take only queued trials: none runs over
     assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
@@ -182,3 +184,43 @@ def test_costs_count_flops_params_latency_and_ssm_layers():
     from scansearch.models import build_model
     model = build_model(template, num_classes=4, img_size=8, in_chans=1)
     assert four["flops"] == count_flops(model, 8, 1)
+
+
+def test_a_worker_waits_for_a_stale_trial_fails_it_and_runs_its_genotype_again(tmp_path):
+    """A database storage with heartbeats: a trial whose worker died (no beat for the grace
+    period) is failed and enqueued again, and a worker with an empty queue waits for it."""
+    from scansearch.searchers.study import QueueStudy, rdb_storage
+
+    enc = GenotypeEncoding(LOCAL8, layers=2)
+    storage = rdb_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=1)
+    study = create_study(storage, "s", ("loss",), make_sampler("random", 0, ("loss",), 6), None, resume=False,
+                         encoding=enc, trials=6)
+    assert isinstance(study, QueueStudy) and study.heartbeat == 1
+    assert fill_queue(study, 6) == 6 - len(known_genotypes(enc)) and fill_queue(study, 6) == 0
+    dead = study.ask()  # a worker takes a trial, beats once, and dies
+    enc.suggest(dead)
+    storage.record_heartbeat(dead._trial_id)
+    worker = create_study(rdb_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=1), "s", ("loss",),
+                          make_sampler("random", 1, ("loss",), 6), None, resume=True, encoding=enc)
+    run_study(worker, Objective(enc, w2_loss, ("loss",)), 6, fill=False)
+    trials = worker.get_trials(deepcopy=False)
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 6
+    assert trials[dead.number].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[dead.number].params
+
+
+def test_a_diverged_trial_gives_its_slot_to_a_fresh_genotype(tmp_path):
+    from scansearch.errors import DivergenceError
+
+    study, enc = _study(tmp_path, sampler="random", trials=8)
+
+    def diverging(layers, trial=None):
+        if trial.number == 4:
+            raise DivergenceError("nan")
+        return w2_loss(layers)
+
+    run_study(study, Objective(enc, diverging, ("loss",)), 8)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(TrialState.COMPLETE) == 8 and states.count(TrialState.FAIL) == 1
+    assert TrialState.WAITING not in states

@@ -30,14 +30,15 @@ DEFAULTS: dict[str, Any] = {
     "verify_epochs": 0, "seeds": None,
     # Optuna searchers
     "trials": 60, "evaluator": "oneshot", "supernet": None, "objectives": "loss", "storage": None,
-    "study": "scansearch", "workers": 1, "pruner": None, "train_epochs": 2, "proxy": "zico",
+    "study": "scansearch", "workers": 1, "pruner": None, "train_epochs": 2, "proxy": "zico", "heartbeat": 30.0,
 }
 SETTINGS = tuple(DEFAULTS)
 # an example value of each setting whose default is None, for checking a stored config's kinds
 NONE_DEFAULT_KINDS = {"img_size": 1, "gumbel_k": 1, "k": 1, "seeds": [], "supernet": "", "storage": "", "pruner": ""}
 OPTUNA_ONLY = ("trials", "evaluator", "supernet", "objectives", "storage", "study", "workers", "pruner",
-               "train_epochs", "proxy")
-RESUMABLE = ("trials", "workers")  # a resumed study may run to another total, with other workers
+               "train_epochs", "proxy", "heartbeat")
+RESUMABLE = ("trials", "workers", "heartbeat")  # a resumed study may run to another total, with other workers
+JOINABLE = ("storage", "study", "workers", "supernet")  # what --join takes; the study's settings give the rest
 
 
 def register(sub) -> None:
@@ -102,6 +103,13 @@ def register(sub) -> None:
                                                      "RUN/study.journal)")
     o.add_argument("--study", help="the study's name in the storage (default scansearch)")
     o.add_argument("--workers", type=int, help="processes that run trials of the one study (default 1)")
+    o.add_argument("--join", action="store_true",
+                   help="run trials of the study --study in the database --storage, created by a search on another "
+                        "machine, with that search's settings (only --workers, --supernet, --out and --device "
+                        "may be given)")
+    o.add_argument("--heartbeat", type=float, metavar="SECONDS",
+                   help="with a database --storage: workers beat every SECONDS; a trial silent for three beats is "
+                        "failed and its genotype run again (default 30)")
     o.add_argument("--pruner", choices=("none", "median", "hyperband"),
                    help="stop bad trials between training epochs (--evaluator train; default none)")
     o.add_argument("--train-epochs", type=int, help="epochs each trial trains with --evaluator train (default 2)")
@@ -133,6 +141,8 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
     from ..searchers.run import RunFolder
 
     given = _given(args)
+    if getattr(args, "join", False):
+        return _join_settings(args, given)
     if not args.resume:
         if "seed" in given and "seeds" in given:
             raise CLIError("--seed and --seeds do not mix: give every seed to run to --seeds")
@@ -141,6 +151,9 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
         if settings["searcher"] == "darts" and ignored:  # refused, not ignored
             raise CLIError(f"--{ignored[0].replace('_', '-')} applies to the Optuna searchers (--searcher tpe, "
                            f"random, nsga2, ...), not to the DARTS search")
+        if "heartbeat" in given and "://" not in str(given.get("storage", "")):
+            raise CLIError("--heartbeat applies to a database --storage (postgresql://..., sqlite:///...), whose "
+                           "workers send heartbeats; a journal file has none")
         if "warmup_epochs" not in given:  # the default warm-up never takes a whole short run
             settings["warmup_epochs"] = min(DEFAULTS["warmup_epochs"], max(0, settings["epochs"] - 1))
         return settings
@@ -161,6 +174,38 @@ def _settings(args: argparse.Namespace, run_dir: Path | None) -> dict[str, Any]:
                        f"--resume keeps the stored settings (drop the option)")
     _check_stored_storage(stored.get("storage"), given.get("storage"), run_dir)
     return {**DEFAULTS, **stored, **{k: v for k, v in given.items() if k in RESUMABLE}}
+
+
+def _join_settings(args: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]:
+    """``--join``: the settings of the study being joined (stored in it by the search that
+    created it), with this machine's --workers and --supernet."""
+    from ..searchers.study import StudyError, open_storage, stored_settings
+
+    if args.resume:
+        raise CLIError("--join starts a run folder of its own for a study's trials; --resume continues a run folder")
+    storage = given.get("storage")
+    if storage is None or "://" not in storage and not storage.endswith((".journal", ".log")):
+        raise CLIError("--join needs --storage: the database (postgresql://...) or shared .journal file of the study")
+    extra = [k for k in given if k not in JOINABLE]
+    if extra:
+        raise CLIError(f"--{extra[0].replace('_', '-')}: a joined study runs with the settings it was created with; "
+                       f"drop the option (--join takes only --workers, --supernet, --out and --device)")
+    study = given.get("study", DEFAULTS["study"])
+    local = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None if "://" in storage else storage
+    if local is not None and not Path(local).is_file():  # opening it would create an empty one
+        raise CLIError(f"--join: --storage {storage} does not exist")
+    try:
+        stored = stored_settings(open_storage(storage, Path("."), heartbeat=None), study)
+    except StudyError as err:
+        raise CLIError(f"--join: {err}") from None
+    for key, value in stored.items():
+        default = DEFAULTS.get(key) if DEFAULTS.get(key) is not None else NONE_DEFAULT_KINDS.get(key)
+        if key not in DEFAULTS or default is not None and value is not None and not _same_kind(value, default):
+            raise CLIError(f"--join: study {study!r} holds a bad setting {key!r}: {value!r}")
+    if stored.get("searcher") not in SEARCHERS or stored.get("searcher") == "darts" or stored.get("seeds"):
+        raise CLIError(f"--join: study {study!r} holds settings no Optuna search runs with")
+    return {**DEFAULTS, **stored, "storage": storage, "study": study, "workers": given.get("workers", 1),
+            **({"supernet": given["supernet"]} if "supernet" in given else {}), "join": True}
 
 
 def _same_kind(value, default) -> bool:

@@ -51,6 +51,8 @@ def check(settings: dict[str, Any]) -> None:
         raise CLIError(f"--evaluator must be one of {', '.join(EVALUATORS)}, got {settings['evaluator']!r}")
     if settings["train_epochs"] < 1:
         raise CLIError(f"--train-epochs must be at least 1, got {settings['train_epochs']}")
+    if not 1 <= settings["heartbeat"] <= 3600:
+        raise CLIError(f"--heartbeat must be between 1 and 3600 seconds, got {settings['heartbeat']}")
     from ..searchers.zero_cost import PROXIES
 
     if settings["proxy"] not in PROXIES:
@@ -183,8 +185,12 @@ def _sampler(settings: dict[str, Any]) -> str:
 
 def _seed(settings: dict[str, Any], worker: int, existing: int) -> int | None:
     """A sampler seed of its own for each worker and each resumption (a seeded sampler that
-    starts again from its first draw would propose the genotypes it proposed before)."""
-    return None if settings["seed"] is None else settings["seed"] + 1000 * worker + existing
+    starts again from its first draw would propose the genotypes it proposed before). A machine
+    that joined a study draws from fresh entropy: machines started alike would otherwise
+    propose alike."""
+    if settings["seed"] is None or settings.get("join"):
+        return None
+    return settings["seed"] + 1000 * worker + existing
 
 
 def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str, existing: int) -> None:
@@ -203,11 +209,11 @@ def _worker(settings: dict[str, Any], folder_path: str, index: int, device: str,
         objectives = _objectives(settings)
         encoding, evaluator, costs, _ = build(settings, path, device, train_supernet=False, resume=False,
                                                progress=False)
-        study = create_study(open_storage(settings["storage"], path), settings["study"], objectives,
-                             make_sampler(_sampler(settings), _seed(settings, index, existing), objectives,
-                                          settings["trials"]),
+        study = create_study(open_storage(settings["storage"], path, settings["heartbeat"]), settings["study"],
+                             objectives, make_sampler(_sampler(settings), _seed(settings, index, existing), objectives,
+                                                      settings["trials"]),
                              make_pruner(settings["pruner"]), resume=True, encoding=encoding)
-        run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"])
+        run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"], fill=False)
     except BaseException as err:  # noqa: BLE001 - a worker reports to the run's log and exits non-zero
         RunFolder(path).log(f"worker {index} failed: {type(err).__name__}: {err}\n{traceback.format_exc()}")
         sys.exit(1)
@@ -221,13 +227,30 @@ def precheck(settings: dict[str, Any], args) -> dict[str, Any]:
     check(settings)
     if settings.get("seeds") and settings["supernet"] is not None:
         raise CLIError("--seeds and --supernet do not mix: one supernet scores the same for every seed")
+    if settings.get("join"):
+        return supernet_settings(settings, {k: settings[k] for k in SUPERNET_SETTINGS})
     if settings["storage"] is not None and not settings.get("seeds"):
-        from ..searchers.study import open_storage
-
-        if _trial_count(open_storage(settings["storage"], Path(".")), settings["study"]) is not None:
-            raise CLIError(f"--storage {settings['storage']} already holds a study named {settings['study']!r}: "
-                           f"resume its run with --resume, or give another --study")
+        if _trial_count(_storage(settings, Path(".")), settings["study"]) is not None:
+            raise CLIError(f"--storage {_shown(settings['storage'])} already holds a study named "
+                           f"{settings['study']!r}: resume its run with --resume, join it from another machine with "
+                           f"--join, or give another --study")
     return supernet_settings(settings, _given(args))
+
+
+def _storage(settings: dict[str, Any], run_path: Path):
+    """The study's storage (a user error when the database cannot be opened)."""
+    from ..searchers.study import StudyError, open_storage
+
+    try:
+        return open_storage(settings["storage"], run_path, settings["heartbeat"])
+    except StudyError as err:
+        raise CLIError(str(err)) from None
+
+
+def _shown(storage: str) -> str:
+    from ..searchers.study import shown_url
+
+    return shown_url(storage)
 
 
 def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
@@ -235,10 +258,11 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
     import optuna
 
     from ..searchers.run import RunFolder
-    from ..searchers.study import create_study, make_pruner, make_sampler, open_storage, stale_to_failed
+    from ..searchers.study import create_study, fill_queue, make_pruner, make_sampler, stale_to_failed
     from .search import RUN_FORMAT
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    joined = bool(settings.get("join"))
     settings = precheck(settings, args) if not resume else resolve(settings)
     objectives = _objectives(settings)
     if resume:
@@ -251,22 +275,30 @@ def search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, arg
         folder = RunFolder.create(run_dir or RunFolder.default_path())
         folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"], "settings": settings})
     set_crash_log(folder.file(RunFolder.LOG))
-    folder.log(("resumed" if resume else "started") + f": {settings['searcher']} with the {settings['evaluator']} "
-               f"evaluator, {settings['trials']} trials, objectives {','.join(objectives)}")
+    folder.log(("resumed" if resume else "joined" if joined else "started")
+               + f": {settings['searcher']} with the {settings['evaluator']} evaluator, {settings['trials']} trials, "
+                 f"objectives {','.join(objectives)}"
+               + (f", study {settings['study']!r} in {_shown(settings['storage'])}" if settings["storage"] else ""))
     started = time.perf_counter()
     encoding, evaluator, costs, template = build(
         settings, folder.path, args.device, train_supernet=settings["supernet"] is None, resume=resume,
         progress=not args.quiet)
-    storage = open_storage(settings["storage"], folder.path)
-    existing = _trial_count(storage, settings["study"]) if resume else None
+    storage = _storage(settings, folder.path)
+    existing = _trial_count(storage, settings["study"]) if resume or joined else None
+    if joined and existing is None:
+        raise CLIError(f"--join: no study named {settings['study']!r} in {_shown(settings['storage'])} any more")
+    stored = {k: v for k, v in settings.items() if k != "join"}
     study = create_study(storage, settings["study"], objectives,
                          make_sampler(_sampler(settings), _seed(settings, 0, existing or 0), objectives,
                                       settings["trials"]),
-                         make_pruner(settings["pruner"]), resume=existing is not None, encoding=encoding)
+                         make_pruner(settings["pruner"]), resume=existing is not None, encoding=encoding,
+                         trials=settings["trials"], settings=stored)
     if resume and settings["storage"] is None:  # the run folder's own study: no other process runs it now
         retried = stale_to_failed(study)
         if retried:
             folder.log(f"trials {retried} were running when the search stopped: marked failed, asked again")
+    if not joined:  # every slot is in the queue before a worker starts: workers take only queued trials
+        fill_queue(study, settings["trials"])
     if not args.quiet:
         console.print(f"searching [bold]{encoding.space.name}[/] with {settings['searcher']} and the "
                       f"{settings['evaluator']} evaluator: {encoding.describe()}; {settings['trials']} trials, "
@@ -316,7 +348,7 @@ def _run_with_bar(study, encoding, evaluator, costs, objectives, settings, folde
             folder.log(f"trial {trial.number}: {trial.state.name.lower()} {trial.values} {trial.params}")
 
         return run_study(study, Objective(encoding, evaluator, objectives, costs), settings["trials"],
-                         on_trial=on_trial)
+                         fill=not settings.get("join"), on_trial=on_trial)
 
 
 def _export(study, result, encoding, template, settings, objectives, folder, seconds: float):
