@@ -55,3 +55,13 @@ def test_raum_semi_supervised_example(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "126 labeled and 1132 unlabeled" in result.stdout
     assert "test top-1 at 40% occlusion" in result.stdout and "ECE: single pass" in result.stdout
+
+
+@pytest.mark.slow  # three worker processes: the full suite runs it
+def test_many_workers_on_one_sqlite_study(tmp_path):
+    result = run_example("many_workers.py", "--trials", "12", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trials by state: {'COMPLETE': 12}" in result.stdout
+    assert "--join" in result.stdout
+    for i in range(3):
+        assert (tmp_path / "runs" / f"worker-{i}" / "genotype.yaml").is_file()

@@ -136,6 +136,7 @@ def test_four_workers_one_killed_mid_trial_finish_exactly_the_trials_asked(postg
     study_name = "four"
     logs = [tmp_path / f"worker-{i}.log" for i in range(4)]
     common = ["--storage", postgres, "--study", study_name]
+    _storage(postgres)  # Optuna's tables exist before the workers start
     creator = _worker(logs[0], 0.3, *SEARCH, "--trials", TRIALS, "--heartbeat", 1, *common, "--out", tmp_path / "a")
     _wait_for_study(postgres, study_name, creator)
     joiners = [_worker(log, 0.3 if i else 1.0, "--join", *common, "--quiet", "--out", tmp_path / f"join-{i}")
