@@ -8,8 +8,11 @@ makes 0600 files, ``mkdtemp`` 0700 folders, safetensors 0600 files).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -81,15 +84,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux's ``renameat2`` with
+    ``RENAME_EXCHANGE``); False, with nothing changed, where the system or the file system
+    cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it takes ``path``'s place whole.
 
-    An existing ``path`` is first renamed aside and removed only once the new folder is in
-    place, so at every moment ``path`` is either the old folder or the new one, never a
-    mix; a failure leaves the old folder as it was. (Two renames, not one: POSIX has no
-    atomic exchange of two non-empty folders. Between them ``path`` is briefly absent,
-    and a crash there leaves the old folder intact under its ``.old`` name.)
+    An existing ``path`` is swapped with the new folder in one atomic exchange where the
+    system has one (Linux), then removed, so at every moment ``path`` is either the old
+    folder or the new one, never a mix and never absent; a failure leaves the old folder
+    as it was. (Elsewhere it takes two renames: the old folder aside, the new one in.
+    Between them ``path`` is briefly absent, and a crash there leaves the old folder
+    intact under its ``.old`` name.)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,9 +121,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         apply_modes(tmp)
-        if path.exists():
+        if path.exists() and exchange(tmp, path):
+            pass  # tmp now holds the old folder, removed below
+        elif path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old)  # a folder replaces an empty folder in one rename
+            try:
+                os.replace(path, old)  # a folder replaces an empty folder in one rename
+            except BaseException:
+                old.rmdir()
+                raise
             try:
                 os.replace(tmp, path)
             except BaseException:
