@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from . import distributed
 from .errors import DivergenceError, TrainError
 from .fileio import atomic_write_text
 from .training_state import ModelEMA, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -232,6 +233,14 @@ class FitContext:
     step: int = 0                        # optimizer steps so far
     history: list[dict[str, Any]] = field(default_factory=list)
     should_stop: bool = False
+    ddp: nn.Module | None = None         # under torchrun: the model in DistributedDataParallel
+    loss_weight: float = 1.0             # this rank's share of the global batch (see distributed.shard)
+
+    @property
+    def train_model(self) -> nn.Module:
+        """What a weight step runs forward: the DDP wrapper under torchrun (its backward
+        averages the gradients across ranks), else ``model``."""
+        return self.ddp if self.ddp is not None else self.model
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -246,6 +255,8 @@ class FitContext:
         is skipped for all of them; their gradients are not clipped.
         """
         optimizer = optimizer or self.optimizer
+        if self.loss_weight != 1.0:  # a slice of an unevenly shared batch (torchrun)
+            loss = loss * self.loss_weight
         for opt in (optimizer, *also):
             opt.zero_grad(set_to_none=True)
         if self.scaler is None:
@@ -270,7 +281,7 @@ def default_step(ctx: FitContext, batch: tuple[torch.Tensor, torch.Tensor]) -> d
     """Forward, loss, ``backward_step``: the weight update of ordinary training."""
     images, labels = batch
     with ctx.autocast():
-        logits = ctx.model(images)
+        logits = ctx.train_model(images)
         loss = ctx.loss_fn(logits.float(), labels)
     ctx.backward_step(loss)
     return {"loss": loss.detach(), "correct": (logits.argmax(1) == labels).sum(), "count": len(labels)}
@@ -335,6 +346,19 @@ def _restore(ctx: FitContext, path: Path, hooks: list[Any]) -> None:
     set_rng_state(state["rng"])
 
 
+def _check_finite(ctx: FitContext) -> None:
+    """DivergenceError when a weight or buffer (or its EMA) is NaN or infinite after an epoch:
+    the last step can break the weights while every loss of the epoch was finite, and such
+    weights must reach neither the checkpoint nor the saved model."""
+    models = [("", ctx.model)] + ([("EMA ", ctx.ema.module)] if ctx.ema is not None else [])
+    for kind, model in models:
+        tensors = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        if tensors and not torch.stack([torch.isfinite(v).all() for v in tensors.values()]).all():
+            name = next(k for k, v in tensors.items() if not torch.isfinite(v).all())
+            raise DivergenceError(f"training diverged: the {kind}weights {name!r} are not finite after epoch "
+                                  f"{ctx.epoch + 1}; lower lr or use grad_clip")
+
+
 def _train_epoch(ctx: FitContext, step_fn: Callable, hooks: list[Any], bar: Progress, task: Any) -> dict[str, float]:
     loader = ctx.data.train
     if hasattr(loader, "set_epoch"):
@@ -348,6 +372,7 @@ def _train_epoch(ctx: FitContext, step_fn: Callable, hooks: list[Any], bar: Prog
     for index, batch in enumerate(loader):
         if index >= ctx.steps_per_epoch:
             break
+        batch, ctx.loss_weight = distributed.shard(batch)  # under torchrun: this rank's slice
         batch = tuple(t.to(ctx.device, non_blocking=True) for t in batch)
         out = step_fn(ctx, batch)
         ctx.scheduler.step()
@@ -365,12 +390,17 @@ def _train_epoch(ctx: FitContext, step_fn: Callable, hooks: list[Any], bar: Prog
             info = f"loss {loss_sum.item() / count:.3f}  acc {correct.item() / count:.1%}  {rate:,.0f} img/s"
             bar.update(task, info=info)
     seconds = time.perf_counter() - started
+    if distributed.is_distributed():  # the epoch's figures over the global batches, the same on every rank
+        sums = distributed.all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                                       torch.tensor(float(count), device=ctx.device).double()]))
+        loss_sum, correct, count = sums[0], sums[1], int(sums[2].item())
     if count == 0:
         raise TrainError("the training loader yielded no batches")
     train_loss = loss_sum.item() / count
     if not math.isfinite(train_loss):
         raise DivergenceError(f"training diverged: the loss is {train_loss} in epoch {ctx.epoch + 1}; "
                          f"lower lr or use grad_clip")
+    _check_finite(ctx)
     return {"train_loss": train_loss, "train_acc": correct.item() / count, "img_per_s": count / seconds,
             "lr": ctx.optimizer.param_groups[0]["lr"], "seconds": seconds}
 
@@ -386,6 +416,11 @@ def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, out_dir:
     """
     config = config or TrainConfig()
     config.validate()
+    if distributed.requested() and not distributed.is_distributed():
+        raise TrainError("launched by torchrun, but this command trains in one process; run it without torchrun")
+    if distributed.is_distributed():
+        distributed.check_shardable(data.train, "training")
+    progress = progress and distributed.is_main()  # one progress bar and one log: rank 0's
     hooks = list(hooks)
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -408,7 +443,12 @@ def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, out_dir:
     if resume:
         if checkpoint is None:
             raise TrainError("resume=True needs out_dir, the folder that holds checkpoint.pt")
+        distributed.barrier()  # every rank loads the checkpoint rank 0 wrote
         _restore(ctx, checkpoint, hooks)
+        if ctx.epoch and hasattr(data.train, "set_epoch"):  # the loader as the last epoch left it, for
+            data.train.set_epoch(ctx.epoch - 1)               # whoever reads it after fit (DARTS's fine-tuning)
+    if distributed.is_distributed():
+        ctx.ddp = distributed.wrap_model(model, device)
     _call_hooks(hooks, "on_fit_start", ctx)
     console = Console(stderr=True, quiet=not progress)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -426,12 +466,15 @@ def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, out_dir:
             ctx.epoch += 1
             _call_hooks(hooks, "on_epoch_end", ctx, record)
             ctx.history.append(record)
-            if out is not None:
+            if out is not None and distributed.is_main():
                 save_checkpoint(checkpoint, _checkpoint_state(ctx, hooks))
                 atomic_write_text(out / HISTORY_NAME, json.dumps(ctx.history, indent=1))
             console.print(f"epoch {record['epoch']}/{config.epochs}  loss {record['train_loss']:.4f}  "
                           f"train {record['train_acc']:.1%}  val {record['val_top1']:.1%}  "
                           f"{record['img_per_s']:,.0f} img/s", highlight=False)
+    if ctx.ddp is not None:
+        ctx.ddp = None  # its gradient hooks leave the model: what follows runs on each rank alone
+        distributed.release()
     if not ctx.history:
         raise TrainError("no epoch was trained")
     best = max(ctx.history, key=lambda r: r["val_top1"])

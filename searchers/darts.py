@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..errors import DivergenceError
 from ..genotype import Genotype
 from ..spaces import NONE, SearchSpace
@@ -117,6 +118,7 @@ class DartsStep:
                                                betas=config.arch_betas, weight_decay=config.arch_weight_decay)
         self.history: list[dict[str, Any]] = []
         self.val_position = 0  # validation batches consumed (restored on resume)
+        self._val_weight = 1.0  # this rank's share of the validation batch (torchrun)
         # the architecture steps read the validation split through a loader of their own, so that
         # evaluation between epochs neither resets nor shares their stream
         independent = getattr(data.val, "independent", None)
@@ -141,7 +143,7 @@ class DartsStep:
         self.history.append({"epoch": record["epoch"], "weights": [[round(v, 6) for v in row] for row in weights.tolist()],
                              "train_loss": record["train_loss"], "val_top1": record["val_top1"],
                              "entropy": entropy})
-        if self.run is not None:
+        if self.run is not None and distributed.is_main():
             self.run.write_history(self.supernet.candidates, self.history)
             self.run.log(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
                          f"val top-1 {record['val_top1']:.4f}, alpha entropy {entropy:.3f}")
@@ -167,17 +169,23 @@ class DartsStep:
         progress = min(1.0, (ctx.step + 1) / max(1, self.epochs * ctx.steps_per_epoch))
         return self.config.beta_decay * progress * torch.logsumexp(self.supernet.alphas, dim=-1).mean()
 
-    def _loss(self, ctx: FitContext, images, labels):
+    def _loss(self, ctx: FitContext, images, labels, module=None):
         """The weights' loss (label smoothing included) for both steps: a plain cross-entropy on
         the validation batches would reward whichever candidate sharpens the logits most, since
-        the weights are fit to smoothed targets."""
+        the weights are fit to smoothed targets. ``module``: what runs forward (the supernet;
+        the weight step passes ``ctx.train_model``, its DDP wrapper under torchrun)."""
         with ctx.autocast():
-            logits = self.supernet(images)
+            logits = (module or self.supernet)(images)
         logits = logits.float()
         return ctx.loss_fn(logits, labels), logits
 
+    @staticmethod
+    def _share(loss: torch.Tensor, weight: float) -> torch.Tensor:
+        """A slice's loss weighted by its share of an unevenly shared batch (torchrun)."""
+        return loss if weight == 1.0 else loss * weight
+
     def _weight_step(self, ctx: FitContext, images, labels, with_arch: bool) -> dict[str, Any]:
-        loss, logits = self._loss(ctx, images, labels)
+        loss, logits = self._loss(ctx, images, labels, ctx.train_model)
         if with_arch:  # single level: one backward feeds both optimisers
             ctx.backward_step(loss + self.regulariser(ctx), also=[self.arch_optimizer])
         else:
@@ -189,18 +197,20 @@ class DartsStep:
     def _grads(ctx: FitContext, loss: torch.Tensor, inputs: list[torch.Tensor]) -> list | None:
         """``autograd.grad`` through the fp16 loss scale when training has one (small alpha
         gradients would underflow in half precision otherwise), unscaled again; None when the
-        scaled gradients overflowed, as the scaler's own skipped steps."""
+        scaled gradients overflowed, as the scaler's own skipped steps. Under torchrun the
+        gradients are averaged across ranks (before the overflow check, so that every rank
+        takes the same decision)."""
         if ctx.scaler is None:
-            return list(torch.autograd.grad(loss, inputs, allow_unused=True))
+            return distributed.all_reduce_mean(torch.autograd.grad(loss, inputs, allow_unused=True))
         scale = ctx.scaler.get_scale()
-        grads = torch.autograd.grad(loss * scale, inputs, allow_unused=True)
+        grads = distributed.all_reduce_mean(torch.autograd.grad(loss * scale, inputs, allow_unused=True))
         if not all(g is None or torch.isfinite(g).all() for g in grads):
             return None
         return [None if g is None else g / scale for g in grads]
 
     def _arch_step_first_order(self, ctx: FitContext, images, labels) -> None:
         loss, _ = self._loss(ctx, images, labels)
-        loss = loss + self.regulariser(ctx)
+        loss = self._share(loss, self._val_weight) + self.regulariser(ctx)
         grads = self._grads(ctx, loss, [self.supernet.alphas])
         if grads is not None:
             self._apply_arch_grad(grads[0])
@@ -227,7 +237,7 @@ class DartsStep:
         """The second-order alpha gradient; moves the weights (the caller restores them)."""
         alphas = self.supernet.alphas
         train_loss, _ = self._loss(ctx, images, labels)
-        grads = self._grads(ctx, train_loss, params)
+        grads = self._grads(ctx, self._share(train_loss, ctx.loss_weight), params)
         if grads is None:
             return None
         with torch.no_grad():
@@ -235,7 +245,8 @@ class DartsStep:
                 if g is not None:
                     p.sub_(xi * g)
         val_loss, _ = self._loss(ctx, val_images, val_labels)
-        val_grads = self._grads(ctx, val_loss + self.regulariser(ctx), [alphas, *params])
+        val_grads = self._grads(ctx, self._share(val_loss, self._val_weight) + self.regulariser(ctx),
+                                [alphas, *params])
         if val_grads is None:
             return None
         alpha_grad, *weight_grads = val_grads
@@ -247,7 +258,7 @@ class DartsStep:
                 for p, w, g in zip(params, saved, weight_grads):
                     p.copy_(w if g is None else w + sign * eps * g)
             loss, _ = self._loss(ctx, images, labels)
-            grad = self._grads(ctx, loss, [alphas])
+            grad = self._grads(ctx, self._share(loss, ctx.loss_weight), [alphas])
             if grad is None:
                 return None
             train_alpha_grads.append(grad[0])
@@ -278,6 +289,7 @@ class DartsStep:
             self._val_iter = iter(loader)
             batch = next(self._val_iter)
         self.val_position += 1
+        batch, self._val_weight = distributed.shard(batch)  # under torchrun: this rank's slice
         return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
@@ -339,6 +351,8 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
         layers = discretize(supernet.alphas, space, model=supernet.preset, grid=supernet.token_grid,
                             provenance={}).layers
         margins = [(alpha_margin(row, space), None) for row in supernet.weights_table()]
+    # every rank selected from the same weights; rank 0's choice is the one all go on with
+    layers = distributed.broadcast_object(layers)
     prov["margins"] = [None if m is None else round(m, 6) for m, _ in margins]
     prov["within_noise"] = [sel.layer for sel in selections if sel.within_noise]
     genotype = Genotype(layers=layers, model=supernet.preset, space=space.ref, grid=tuple(supernet.token_grid),
@@ -350,7 +364,7 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
     else:
         verify = score_genotypes(supernet, references, verify_half)
     weights = supernet.weights_table()
-    if run is not None:
+    if run is not None and distributed.is_main():
         run.write_genotype(genotype)
         run.write_json(RunFolder.SELECTION, {"select": darts_config.select, "verify_epochs": darts_config.verify_epochs,
                                              "layers": [sel.to_dict() for sel in selections],

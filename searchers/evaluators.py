@@ -13,6 +13,13 @@ for any evaluator.
   each epoch's validation loss is reported to the trial, so Optuna's pruners stop bad
   trials early.
 * :class:`ZeroCost` (in :mod:`.zero_cost`): no training at all.
+
+Under ``torchrun`` the ``Trained`` evaluator trains each trial's model on every process with
+DistributedDataParallel (each rank its slice of the global batch): rank 0 runs the study
+inside :func:`lead_trials` and, for each trial, broadcasts the genotype's layers; the other
+ranks wait in :func:`follow_trials`, train what they receive and go back to waiting, until
+rank 0 broadcasts a stop (or its error, which they raise too). A pruning decision is rank
+0's, broadcast, so that every rank stops the trial at the same epoch.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import distributed
+from ..errors import DivergenceError
 from ..flops import count_flops, count_params
 from ..genotype import Genotype
 from ..models import build_model
@@ -63,10 +72,13 @@ class _ReportEachEpoch:
         self.trial = trial
 
     def on_epoch_end(self, ctx, record: dict[str, Any]) -> None:
-        if self.trial is None or len(self.trial.study.directions) > 1:
-            return  # Optuna prunes single-objective studies only
-        self.trial.report(record["val_loss"], record["epoch"])
-        if self.trial.should_prune():
+        prune = False
+        if self.trial is not None and len(self.trial.study.directions) == 1:  # Optuna prunes single objectives only
+            self.trial.report(record["val_loss"], record["epoch"])
+            prune = self.trial.should_prune()
+        if distributed.is_distributed():  # rank 0 holds the trial; every rank stops with it
+            prune = distributed.broadcast_object(prune)
+        if prune:
             raise PrunedByOptuna(record["epoch"])
 
 
@@ -83,6 +95,20 @@ class Trained:
         self.config = dataclasses.replace(config, epochs=epochs, warmup_epochs=min(config.warmup_epochs, epochs / 2))
 
     def __call__(self, layers: Sequence, trial=None) -> dict[str, float]:
+        if not (distributed.is_distributed() and distributed.is_main()):
+            return self.train(layers, trial)
+        _TRIALS.in_trial = True  # the other ranks train this trial with rank 0 from here on
+        distributed.broadcast_object(("trial", tuple(layers)))
+        try:
+            result = self.train(layers, trial)
+        except _every_rank_errors():  # raised on every rank alike: all are back to the study
+            _TRIALS.in_trial = False
+            raise
+        _TRIALS.in_trial = False
+        return result
+
+    def train(self, layers: Sequence, trial=None) -> dict[str, float]:
+        """Train and score ``layers`` (under torchrun: together with the other ranks)."""
         import optuna
 
         torch.manual_seed(self.config.seed)
@@ -93,6 +119,63 @@ class Trained:
         except PrunedByOptuna as stop:
             raise optuna.TrialPruned(f"pruned after epoch {stop.args[0]}") from None
         return {"loss": result.val["loss"], "top1": result.val["top1"]}
+
+
+class _TrialState:
+    in_trial = False  # rank 0 is training a trial together with the other ranks
+
+
+_TRIALS = _TrialState()
+_STOP = ("stop",)
+
+
+def _every_rank_errors() -> tuple[type[BaseException], ...]:
+    """What ends a trial on every rank at the same point: a pruned trial (the decision is
+    broadcast) and divergence (found on the loss averaged over the ranks)."""
+    import optuna
+
+    return (optuna.TrialPruned, PrunedByOptuna, DivergenceError)
+
+
+def lead_trials(run_study):
+    """Rank 0's side of a study whose trials every rank trains: call ``run_study()`` (the
+    whole search, which calls the ``Trained`` evaluator), then tell the other ranks to stop.
+    An error raised outside a trial (a setting refused, a full study) is broadcast to them
+    and they raise it too, so every rank ends the same way; one raised inside a trial on
+    rank 0 alone is not (the others are inside a collective of that trial's training): the
+    process exits and torchrun stops the rest. Without torchrun: ``run_study()``."""
+    if not distributed.is_distributed():
+        return run_study()
+    if not distributed.is_main():
+        raise RuntimeError("lead_trials runs on rank 0; the other ranks call follow_trials")
+    try:
+        result = run_study()
+    except BaseException as err:
+        if not _TRIALS.in_trial:
+            distributed.broadcast_object(("error", distributed.portable(err)))
+        raise
+    distributed.broadcast_object(_STOP)
+    return result
+
+
+def follow_trials(evaluator: "Trained") -> int:
+    """The other ranks' side: receive a trial's layers from rank 0, train them with it,
+    again, until rank 0 says stop (returns the number of trials trained) or sends its error
+    (raised here). A trial pruned or diverged ends on every rank alike and is not an error."""
+    if not distributed.is_distributed() or distributed.is_main():
+        raise RuntimeError("follow_trials runs on the ranks other than 0 of a torchrun launch")
+    done = 0
+    while True:
+        message = distributed.broadcast_object(None)
+        if message[0] == "stop":
+            return done
+        if message[0] == "error":
+            raise message[1]
+        try:
+            evaluator.train(message[1], None)
+        except _every_rank_errors():
+            pass
+        done += 1
 
 
 class Costs:
@@ -142,4 +225,4 @@ class Costs:
             torch.cuda.synchronize(self.device)
 
 
-__all__ = ["Costs", "OneShot", "PrunedByOptuna", "Trained"]
+__all__ = ["Costs", "OneShot", "PrunedByOptuna", "Trained", "follow_trials", "lead_trials"]

@@ -143,6 +143,12 @@ class Supernet(nn.Module):
         return name != "alphas"
 
     @property
+    def ddp_find_unused_parameters(self) -> bool:
+        """Under DistributedDataParallel: a Gumbel sample leaves the other candidates' weights
+        out of a step."""
+        return self.gumbel_k is not None
+
+    @property
     def token_grid(self) -> tuple[int, int]:
         g = self.model.genotype.grid if self.model.genotype is not None else None
         if g is not None:

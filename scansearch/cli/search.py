@@ -301,25 +301,37 @@ def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, ar
     if settings["searcher"] != "darts":
         from .search_optuna import search_one
 
+        if _distributed():
+            return _search_optuna_distributed(settings, run_dir, resume, args)
         return search_one(settings, run_dir, resume, args)
+    from .. import distributed
     from ..searchers.darts import search
     from ..searchers.report import plot_heatmap, selection_table, verify_table, weights_table
     from ..searchers.run import RunFolder
 
     space, data, supernet, train_config, darts_config = prepare(settings, args.device)
+    if distributed.is_distributed():  # every batch must split over the ranks (checked before the folder)
+        distributed.check_shardable(data.train, "training")
+        if darts_config.mode == "bilevel" and darts_config.alphas == "learned":
+            distributed.check_shardable(data.val, "validation")
     if resume:
         folder = RunFolder.open(run_dir)
         _check_checkpoint(folder.file(RunFolder.CHECKPOINT))  # before anything is written
         if not folder.file(RunFolder.CHECKPOINT).exists():  # it died in its first epoch
             resume = False
     else:
-        folder = RunFolder.create(run_dir or RunFolder.default_path())
-        folder.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"],
-                             "settings": settings, "data": data.describe(),
-                             "train": train_config.to_dict(), "darts": darts_config.to_dict()})
-    set_crash_log(folder.file(RunFolder.LOG))
-    folder.log(("resumed" if resume else "started") + f": {settings['searcher']} on {space.name}, "
-               f"{settings['model']}, data {settings['data']}")
+        def create() -> RunFolder:
+            made = RunFolder.create(run_dir or RunFolder.default_path())
+            made.write_config({"scansearch_run": RUN_FORMAT, "searcher": settings["searcher"],
+                               "settings": settings, "data": data.describe(),
+                               "train": train_config.to_dict(), "darts": darts_config.to_dict()})
+            return made
+
+        folder = distributed.on_main(create)  # rank 0 creates it; its folder (or its error) reaches every rank
+    if distributed.is_main():
+        set_crash_log(folder.file(RunFolder.LOG))
+        folder.log(("resumed" if resume else "started") + f": {settings['searcher']} on {space.name}, "
+                   f"{settings['model']}, data {settings['data']}")
     if not args.quiet:
         console.print(f"searching [bold]{space.name}[/] ({len(space.candidates)} candidates, keep "
                       f"{settings['k'] or space.k}) on {settings['model']} with {settings['data']}, seed "
@@ -330,6 +342,8 @@ def _search_one(settings: dict[str, Any], run_dir: Path | None, resume: bool, ar
     result = search(supernet, data, train_config, darts_config, folder, resume=resume,
                     progress=not args.quiet, provenance=provenance)
     seconds = time.perf_counter() - started
+    if not distributed.is_main():  # rank 0 writes and reports what every rank found
+        return result.genotype, folder, None, folder.file(RunFolder.GENOTYPE)
     title = f"{space.name}: softmax(alpha) per layer, kept directions in bold green"
     heatmap = plot_heatmap(result.weights, supernet.candidates, folder.file(RunFolder.HEATMAP),
                            title=f"{space.name} on {settings['data']}")
@@ -429,13 +443,68 @@ def _search_seeds(settings: dict[str, Any], run_dir: Path | None, resume: bool, 
     return folder.file(RunFolder.GENOTYPE), folder
 
 
+def _distributed() -> bool:
+    from .. import distributed
+
+    return distributed.is_distributed()
+
+
+def _start_distributed(settings: dict[str, Any], args) -> None:
+    """Under torchrun: refuse what cannot run across processes (exit 2 on every rank, before
+    any process waits for another), then join the process group; only rank 0 prints."""
+    from .. import distributed
+
+    world = distributed.env_world_size()
+    searcher = settings["searcher"]
+    if searcher.startswith("nni-") or searcher != "darts" and settings["evaluator"] != "train":
+        what = searcher if searcher.startswith("nni-") or searcher == "zero-cost" \
+            else f"{searcher} with --evaluator {settings['evaluator']}"
+        raise CLIError(f"--searcher {what} does not run across processes; under torchrun use the DARTS search or "
+                       f"--evaluator train, or launch without torchrun")
+    if settings["seeds"]:
+        raise CLIError("--seeds does not run under torchrun; launch one torchrun search per --seed")
+    if searcher != "darts" and settings["workers"] > 1:
+        raise CLIError("--workers: under torchrun the processes train each trial together; drop --workers")
+    distributed.check_global_batch(settings["batch_size"], world)
+    args.device = distributed.device_spec(args.device)
+    distributed.init(args.device)
+    if not distributed.is_main():
+        console.quiet = True
+
+
+def _search_optuna_distributed(settings: dict[str, Any], run_dir: Path | None, resume: bool, args):
+    """An Optuna search with the train evaluator under torchrun: rank 0 runs the study and
+    writes the run folder; the other ranks build the same evaluator and train each trial's
+    model with it (see ``searchers.evaluators.lead_trials``)."""
+    from ..searchers.evaluators import follow_trials, lead_trials
+    from .. import distributed
+    from .search_optuna import build, resolve, search_one
+
+    if distributed.is_main():
+        return lead_trials(lambda: search_one(settings, run_dir, resume, args))
+    _, evaluator, _, _ = build(resolve(settings), Path("."), args.device, train_supernet=False, resume=False,
+                               progress=False)
+    follow_trials(evaluator)
+    return None, None, None, None
+
+
 def run(args) -> int:
     run_dir = Path(args.out) if args.out else None
     settings = _settings(args, run_dir)
-    if settings["seeds"]:
-        to_train, folder = _search_seeds(settings, run_dir, args.resume, args)
-    else:
-        _, folder, _, to_train = _search_one(settings, run_dir, args.resume, args)
-    console.print(f"next: scansearch train {to_train} --data {settings['data']} "
-                  f"--out {folder.path / 'model'}", highlight=False, soft_wrap=True)  # a command to copy: one line
+    from .. import distributed
+
+    if distributed.requested():
+        _start_distributed(settings, args)
+    try:
+        if settings["seeds"]:
+            to_train, folder = _search_seeds(settings, run_dir, args.resume, args)
+        else:
+            _, folder, _, to_train = _search_one(settings, run_dir, args.resume, args)
+    except BaseException:
+        distributed.cleanup(wait=False)  # the others do not wait for this rank at a barrier
+        raise
+    distributed.cleanup()
+    if distributed.env_rank() == 0:
+        console.print(f"next: scansearch train {to_train} --data {settings['data']} "
+                      f"--out {folder.path / 'model'}", highlight=False, soft_wrap=True)  # a command to copy: one line
     return 0
