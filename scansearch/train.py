@@ -76,8 +76,10 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cut epochs short (quick trials)
 
     def validate(self) -> None:
-        checks = [(self.epochs >= 1, "epochs must be at least 1"), (self.lr > 0, "lr must be positive"),
-                  (self.weight_decay >= 0, "weight_decay must not be negative"),
+        checks = [(self.epochs >= 1, "epochs must be at least 1"),
+                  (0 < self.lr < math.inf, "lr must be positive and finite"),
+                  (0 <= self.weight_decay < math.inf, "weight_decay must be zero or more and finite"),
+                  (0 <= self.warmup_epochs < math.inf, "warmup_epochs must be zero or more and finite"),
                   (0 <= self.min_lr <= self.lr, "min_lr must lie in [0, lr]"),
                   (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
                   (0 <= self.label_smoothing < 1, "label_smoothing must lie in [0, 1)"),

@@ -134,8 +134,9 @@ def rdb_storage(url: str, heartbeat: float | None = 30.0) -> optuna.storages.RDB
         with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(database_url(url), engine_kwargs={"pool_pre_ping": True}, **kwargs)
-    except ModuleNotFoundError as err:
-        raise StudyError(f"--storage {shown}: the database driver {err.name!r} is not installed "
+    except ImportError as err:  # SQLAlchemy's own, or Optuna's word for it
+        driver = f" {err.name!r}" if getattr(err, "name", None) else ""
+        raise StudyError(f"--storage {shown}: the database driver{driver} is not installed "
                          f"(PostgreSQL: pip install 'scansearch[postgres]')") from None
     except sqlalchemy.exc.ArgumentError as err:
         raise StudyError(f"--storage {shown}: not a database URL SQLAlchemy knows ({err})") from None

@@ -173,7 +173,11 @@ unknown_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-.", min_size=1, ma
 SEARCH_OPTIONS = {"--epochs": not_positive, "--batch-size": not_positive, "--img-size": not_positive,
                   "--trials": not_positive, "--workers": not_positive, "--seed": not_an_int, "--lr": not_an_lr,
                   "--space": unknown_names, "--model": unknown_names, "--searcher": unknown_names,
-                  "--set": unknown_names}
+                  "--set": unknown_names, "--heartbeat": not_an_lr,
+                  "--storage": st.sampled_from(["nowhere", "mysql://u@127.0.0.1:1/x", "postgresql://u:pw@127.0.0.1:1/x",
+                                                "sqlite:////no/such/dir/s.db", "postgresql://", "://",
+                                                "/no/such/dir/s.journal"])}
+OPTUNA_OPTIONS = ("--heartbeat", "--storage")  # asked of an Optuna search (DARTS refuses them first)
 TRAIN_OPTIONS = {"--epochs": not_positive, "--batch-size": not_positive, "--img-size": not_positive,
                  "--seed": not_an_int, "--lr": not_an_lr, "--occlusion": not_a_rate, "--set": unknown_names,
                  "--model": unknown_names}
@@ -187,7 +191,10 @@ def bad_command_lines(draw, missing: Path):
                                     "bench"]))
     if command == "search":
         option = draw(st.sampled_from(sorted(SEARCH_OPTIONS)))
-        return ["search", option, draw(SEARCH_OPTIONS[option]), "--out", missing / "run", "--quiet"]
+        optuna = ["--searcher", "random"] if option in OPTUNA_OPTIONS else []
+        if option == "--storage" and draw(st.booleans()):
+            optuna = ["--join"]  # a study on another machine's database that cannot be reached
+        return ["search", *optuna, option, draw(SEARCH_OPTIONS[option]), "--out", missing / "run", "--quiet"]
     if command == "train":
         if draw(st.booleans()):
             return ["train", draw(unknown_names), "--out", missing / "run", "--epochs", "1", "--quiet"]

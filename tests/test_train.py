@@ -264,8 +264,12 @@ def test_config_validation_and_round_trip():
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(TrainError, match="lr must be positive"):
         TrainConfig(lr=0).validate()
-    with pytest.raises(TrainError, match="weight_decay must not be negative"):
-        TrainConfig(weight_decay=-0.1).validate()
+    for bad in ({"lr": float("inf")}, {"lr": float("nan")}):
+        with pytest.raises(TrainError, match="lr must be positive and finite"):
+            TrainConfig(**bad).validate()
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(TrainError, match="weight_decay must be zero or more and finite"):
+            TrainConfig(weight_decay=bad).validate()
     with pytest.raises(TrainError, match="unknown settings"):
         TrainConfig.from_dict({"epochz": 3})
     with pytest.raises(TrainError, match="fp16 needs a CUDA device"):

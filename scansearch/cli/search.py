@@ -12,6 +12,7 @@ with the settings stored in its ``config.yaml``.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -233,8 +234,11 @@ def _check(settings: dict[str, Any]) -> None:
         if settings[name] < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
     for name in ("lr", "arch_lr"):
-        if not settings[name] > 0:
-            raise CLIError(f"--{name.replace('_', '-')} must be positive, got {settings[name]}")
+        if not 0 < settings[name] < math.inf:
+            raise CLIError(f"--{name.replace('_', '-')} must be positive and finite, got {settings[name]}")
+    for name in ("weight_decay", "beta_decay"):
+        if not 0 <= settings[name] < math.inf:
+            raise CLIError(f"--{name.replace('_', '-')} must be zero or more and finite, got {settings[name]}")
     if settings["img_size"] is not None and settings["img_size"] < 1:
         raise CLIError(f"--img-size must be at least 1, got {settings['img_size']}")
     if settings["verify_epochs"] < 0:
