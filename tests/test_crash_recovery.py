@@ -152,6 +152,7 @@ def load_journal(run: Path):
     return optuna.load_study(study_name="scansearch", storage=storage)
 
 
+@pytest.mark.slow  # killed and resumed in subprocesses: the full suite runs it
 def test_a_killed_optuna_study_keeps_its_trials_and_retries_the_killed_one(tmp_path):
     from optuna.trial import TrialState
 
@@ -182,6 +183,7 @@ def test_a_killed_optuna_study_keeps_its_trials_and_retries_the_killed_one(tmp_p
 
 
 # -- 3. no half-written file in place ---------------------------------------------------------------
+@pytest.mark.slow  # killed and resumed in subprocesses: the full suite runs it
 def test_a_kill_before_a_checkpoint_rename_keeps_the_previous_checkpoint_of_a_training_run(tmp_path):
     out = tmp_path / "model"
     assert_killed(scansearch(*TRAIN, "--out", out, fault="replace:checkpoint.pt:2"))
@@ -212,6 +214,7 @@ def model_files(folder: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in ("weights.safetensors", "config.yaml", "genotype.yaml")}
 
 
+@pytest.mark.slow  # killed and resumed in subprocesses: the full suite runs it
 def test_a_kill_at_any_rename_of_a_model_save_leaves_the_old_model_or_the_new_one(tmp_path, atomic_exchange):
     """``derive --out`` over a saved model, killed before each rename its save makes in turn:
     the folder is always one whole model, the old or the new, never a mix and never absent."""
@@ -241,6 +244,7 @@ def assert_checkpoint_kept(out: Path) -> None:
     assert not (out / "weights.safetensors").exists()
 
 
+@pytest.mark.slow  # killed and resumed in subprocesses: the full suite runs it
 def test_a_training_run_killed_while_saving_its_model_keeps_its_checkpoint_and_resumes(tmp_path, atomic_exchange):
     """``scansearch train`` killed before the rename that swaps its saved model into its run
     folder, then (where the swap takes two renames) before the second: the folder keeps its
@@ -357,6 +361,7 @@ def assert_diverged(result) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow  # killed and resumed in subprocesses: the full suite runs it
 @pytest.mark.parametrize("fault", ["nan-start:2", "inf-end:2"])
 def test_a_diverging_training_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, fault):
     """A weight made NaN as epoch 2 starts (the loss goes NaN), or infinite after its last step

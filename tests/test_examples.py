@@ -26,6 +26,7 @@ def test_quickstart_then_load_the_model(tmp_path):
     assert "test images right" in loaded.stdout and "gradients reach" in loaded.stdout
 
 
+@pytest.mark.slow  # a search and a training on generated images: the full suite runs it
 def test_search_on_an_imagefolder(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     for c, name in enumerate(("cat", "dog")):
