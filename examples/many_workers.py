@@ -1,12 +1,14 @@
 """Many workers on one study in a database, as machines would run it.
 
-    python examples/many_workers.py                                   # SQLite file, 3 workers
+    python examples/many_workers.py                                   # a journal file, 3 workers
     python examples/many_workers.py --storage postgresql://user@host/db --workers 8
 
 The first process creates the study (its settings are stored in it); the others join it
 with ``scansearch search --join``, as a command on another machine would. Each writes its
 own run folder. The study ends with exactly ``--trials`` finished trials however many
-workers run. On several machines, run the joining command below on each of them.
+workers run. On several machines, run the joining command below on each of them, against a
+PostgreSQL database: its workers send heartbeats, so a trial whose worker dies is run again
+while the study runs (a journal file has none: such a trial is run again on ``--resume``).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ SEARCH = ["--searcher", "zero-cost", "--proxy", "locality", "--set", "dim=8", "-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", help="a database URL (default: a SQLite file in --out)")
+    parser.add_argument("--storage", help="a database URL or a .journal file (default: OUT/study.journal)")
     parser.add_argument("--study", default="many-workers", help="the study's name (default many-workers)")
     parser.add_argument("--workers", type=int, default=3, help="worker processes in all (default 3)")
     parser.add_argument("--trials", type=int, default=24, help="trials the study runs (default 24)")
@@ -33,12 +35,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="scansearch-workers-"))
     out.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    storage = args.storage or str(out / "study.journal")
     common = ["--storage", storage, "--study", args.study]
 
-    from scansearch.searchers.study import rdb_storage
+    from scansearch.searchers.study import open_storage
 
-    db = rdb_storage(storage, heartbeat=None)  # makes Optuna's tables before any worker starts
+    db = open_storage(storage, out, heartbeat=None)  # makes the file, or Optuna's tables, before a worker starts
 
     command = [sys.executable, "-m", "scansearch", "search"]
     creator = subprocess.Popen([*command, *SEARCH, "--trials", str(args.trials), *common, "--out",

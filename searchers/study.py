@@ -202,7 +202,7 @@ class QueueStudy(optuna.Study):
             running = self.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if self.heartbeat is None or not running:
                 raise QueueEmpty
-            time.sleep(min(1.0, self.heartbeat))
+            time.sleep(min(0.25, self.heartbeat))  # the trials still running end within a beat or so
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self)

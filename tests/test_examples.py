@@ -59,7 +59,7 @@ def test_raum_semi_supervised_example(tmp_path):
 
 
 @pytest.mark.slow  # three worker processes: the full suite runs it
-def test_many_workers_on_one_sqlite_study(tmp_path):
+def test_many_workers_on_one_journal_study(tmp_path):
     result = run_example("many_workers.py", "--trials", "12", "--out", tmp_path / "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "trials by state: {'COMPLETE': 12}" in result.stdout

@@ -124,7 +124,9 @@ def test_two_workers_run_one_study_from_the_command_line(tmp_path, cli):
     (["--heartbeat", "5"], ["--heartbeat", "database --storage"]),
     (["--storage", "sqlite:///s.db", "--heartbeat", "0.5"], ["--heartbeat must be between 1 and 3600"]),
     (["--join"], ["--join needs --storage"]),
-    (["--join", "--storage", "sqlite:///s.db"], ["--searcher", "settings it was created with"]),
+    (["--join", "--storage", "s.journal"], ["--searcher", "settings it was created with"]),
+    (["--join", "--storage", "sqlite:///s.db"], ["SQLite has no row locks"]),
+    (["--storage", "sqlite:///s.db", "--workers", "2"], ["SQLite has no row locks", "PostgreSQL"]),
     (["--join", "--resume", "--out", "r"], ["--join starts a run folder of its own"]),
 ])
 def test_bad_optuna_options_are_one_line_and_leave_nothing(args, fragments, tmp_path, cli):

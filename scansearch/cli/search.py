@@ -187,13 +187,16 @@ def _join_settings(args: argparse.Namespace, given: dict[str, Any]) -> dict[str,
     storage = given.get("storage")
     if storage is None or "://" not in storage and not storage.endswith((".journal", ".log")):
         raise CLIError("--join needs --storage: the database (postgresql://...) or shared .journal file of the study")
+    if storage.startswith("sqlite"):
+        from .search_optuna import SQLITE_ONE_PROCESS
+
+        raise CLIError(SQLITE_ONE_PROCESS)
     extra = [k for k in given if k not in JOINABLE]
     if extra:
         raise CLIError(f"--{extra[0].replace('_', '-')}: a joined study runs with the settings it was created with; "
                        f"drop the option (--join takes only --workers, --supernet, --out and --device)")
     study = given.get("study", DEFAULTS["study"])
-    local = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None if "://" in storage else storage
-    if local is not None and not Path(local).is_file():  # opening it would create an empty one
+    if "://" not in storage and not Path(storage).is_file():  # opening it would create an empty one
         raise CLIError(f"--join: --storage {storage} does not exist")
     try:
         stored = stored_settings(open_storage(storage, Path("."), heartbeat=None), study)

@@ -19,6 +19,8 @@ from .common import CLIError, console, set_crash_log
 OPTUNA_SEARCHERS = ("tpe", "random", "nsga2", "bruteforce", "gp", "zero-cost")
 EVALUATORS = ("oneshot", "train", "zero-cost")
 SUPERNET_DIR = "supernet"
+SQLITE_ONE_PROCESS = ("--storage sqlite: SQLite has no row locks, so two processes could take the same trial; for "
+                      "--workers above 1 or --join use PostgreSQL, or a .journal file on one machine")
 # what a reused supernet fixes: the search must read the data and model it was trained on
 SUPERNET_SETTINGS = ("space", "model", "data", "img_size", "set", "k", "batch_size", "seed")
 
@@ -83,6 +85,8 @@ def check(settings: dict[str, Any]) -> None:
         elif "://" not in storage:
             raise CLIError(f"--storage {storage}: expected a database URL (postgresql://..., sqlite:///...) or a "
                            f".journal file")
+        if storage.startswith("sqlite") and (settings["workers"] > 1 or settings.get("join")):
+            raise CLIError(SQLITE_ONE_PROCESS)
 
 
 def supernet_settings(settings: dict[str, Any], given: dict[str, Any] | None = None) -> dict[str, Any]:
