@@ -86,10 +86,10 @@ def test_a_diverging_run_says_so_with_its_own_exit_code(cli, tmp_path):
 @pytest.mark.parametrize("option, fragment", [
     ("expand=0", "--set expand=0: local_vim_micro: field 'expand' must be positive, got 0"),
     ("expand=0.01", "--set expand=0.01: local_vim_micro: expand = 0.01 gives int(0.01 * 8) = 0 channels"),
-    ("drop_path_rate=1.5", "--set drop_path_rate=1.5"),
-    ("dim=-3", "--set dim=-3"),
-    ("dim=eight", "--set dim=eight"),
-    ("norm_eps=.nan", "--set norm_eps=nan"),
+    pytest.param("drop_path_rate=1.5", "--set drop_path_rate=1.5", marks=pytest.mark.slow),
+    pytest.param("dim=-3", "--set dim=-3", marks=pytest.mark.slow),
+    pytest.param("dim=eight", "--set dim=eight", marks=pytest.mark.slow),
+    pytest.param("norm_eps=.nan", "--set norm_eps=nan", marks=pytest.mark.slow),
 ])
 def test_set_is_checked_against_the_model_config_before_anything_runs(option, fragment, cli, tmp_path):
     args = ["--set", "dim=8", "--set", option]

@@ -39,7 +39,8 @@ def test_json_is_one_object_with_params_flops_layers(cli):
     assert data["layers"] == [["h", "h_flip", "w2", "w2_flip"]] * 4
 
 
-@pytest.mark.parametrize("name", ["local_vim_tiny", "vim_tiny", "vmamba_tiny", "mambaout_femto"])
+@pytest.mark.parametrize("name", ["local_vim_tiny", *(pytest.param(n, marks=pytest.mark.slow)
+                                                     for n in ["vim_tiny", "vmamba_tiny", "mambaout_femto"])])
 def test_json_gives_flops_in_both_conventions(cli, name):
     """A script compares a preset with its paper from the JSON alone: the fvcore count, the
     count by the rule the published figure used, and the published figures."""

@@ -126,6 +126,7 @@ def test_export_then_train_then_eval(finished_run, tmp_path, cli):
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_eval_uses_the_image_size_the_model_was_trained_at(tmp_path, cli):
     model_dir = tmp_path / "big"
     result = cli("train", "vim_micro", "--data", DATA, "--img-size", "16", "--out", model_dir, "--epochs", "1",
@@ -168,6 +169,7 @@ def test_resume_continues_a_stopped_search(tmp_path, cli):
     torch.testing.assert_close(torch.tensor(a.alphas), torch.tensor(b.alphas), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_seeds_run_one_search_each_and_write_the_majority(tmp_path, cli):
     """--seeds: one complete run folder per seed, the per-layer agreement table, the majority
     genotype in the top folder (the one the hint trains); --verify-epochs trains each genotype
@@ -232,6 +234,7 @@ def test_existing_run_and_changed_resume_settings_are_refused(finished_run, tmp_
     assert_one_line_error(cli("export", tmp_path), "not a run folder")
 
 
+@pytest.mark.slow
 def test_eval_refuses_data_with_other_classes(finished_run, tmp_path, cli):
     out, _ = finished_run
     model_dir = tmp_path / "m"
@@ -250,6 +253,7 @@ def test_doctor_reports_backends(cli):
     assert data["backends"]["reference"] == "ok" and data["default_backend_cpu"] == "torch"
 
 
+@pytest.mark.slow
 def test_bench_model_and_kernels_quick(cli, monkeypatch, capsys):
     result = cli("bench", "model", "--models", "mambaout_micro", "--quick", "--device", "cpu")
     assert result.returncode == 0, result.stderr

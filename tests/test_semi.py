@@ -179,6 +179,7 @@ def test_uncertainty_filter_needs_an_mc_head():
         semi.check_model(build_model("vmamba_micro", num_classes=3))
 
 
+@pytest.mark.slow
 def test_semi_supervised_fit_learns_and_logs_pseudo_labels(one_torch_thread):
     import dataclasses
 
@@ -417,6 +418,7 @@ def test_semi_supervised_training_on_a_cub_layout_folder_end_to_end(cli, tmp_pat
     assert not (tmp_path / "run3" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_train_puts_a_searched_genotype_into_the_raum_head(cli, tmp_path):
     from scansearch.genotype import Genotype
 
