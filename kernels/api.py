@@ -131,16 +131,24 @@ class SelectiveScanFn(torch.autograd.Function):
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend=None):
-    """mamba_ssm's ``selective_scan_fn``: same signature, layouts and semantics.
+    """mamba_ssm's ``selective_scan_fn`` (same signature and semantics) for real inputs.
 
-    u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L) or
-    (batch, groups, N, L) with groups dividing dim; D, delta_bias: (dim,). Returns
-    y (batch, dim, L) in u's dtype, and the last state (batch, dim, N) in fp32 (fp64
+    u, delta, z: (batch, dim, L); A: (dim, N), real; B, C, each independently:
+    (batch, N, L), (batch, groups, N, L) with groups dividing dim, or time-invariant
+    (dim, N) (one row per channel, the same at every step and batch element; its
+    gradient is summed over batch and L); D, delta_bias: (dim,). Returns y
+    (batch, dim, L) in u's dtype, and the last state (batch, dim, N) in fp32 (fp64
     for fp64 inputs) when ``return_last_state``; gradients flow through both.
+    Not supported: mamba's complex A (S4D-complex) and the complex B and C that go
+    with it (ValueError).
     """
     check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(u, backend)
     if name == "reference":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    # a (dim, N) B or C is a grouped one with a group per channel, as a zero-stride view over
+    # batch and L (no copy); the expand's autograd sums its gradient over batch and L
+    batch, dim, L = u.shape
+    B, C = (x[None, :, :, None].expand(batch, dim, x.shape[1], L) if x.dim() == 2 else x for x in (B, C))
     return SelectiveScanFn.apply(name, bool(return_last_state), u, delta, A, B, C, D, z, delta_bias,
                                  bool(delta_softplus))

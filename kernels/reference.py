@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .validate import refuse_complex
+
 
 def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     """fp64 stays fp64; everything else accumulates in fp32 (mamba's rule)."""
@@ -18,15 +20,26 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.float32
 
 
+def _per_step(x, batch, dim, L):
+    """B or C as (batch, dim, N, L), or (batch, 1, N, L) when shared by all channels."""
+    if x.dim() == 2:  # time-invariant (dim, N): the same row at every step and batch element
+        return x[None, :, :, None].expand(batch, dim, x.shape[1], L)
+    if x.dim() == 4:  # grouped: repeat each group's row over its channels
+        return x.repeat_interleave(dim // x.shape[1], dim=1)
+    return x.unsqueeze(1)
+
+
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                        delta_softplus=False, return_last_state=False):
     """mamba's selective scan, one direction, channel-first.
 
-    u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L) or
-    (batch, groups, N, L) with ``dim`` divisible by ``groups``; D: (dim,);
-    delta_bias: (dim,). Returns y (batch, dim, L) in u's dtype, and the last
-    state (batch, dim, N) when asked.
+    u, delta, z: (batch, dim, L); A: (dim, N); B, C: (batch, N, L),
+    (batch, groups, N, L) with ``dim`` divisible by ``groups``, or time-invariant
+    (dim, N) (one row per channel, the same at every step and batch element);
+    D: (dim,); delta_bias: (dim,). Returns y (batch, dim, L) in u's dtype, and the
+    last state (batch, dim, N) when asked. Complex A, B or C: ValueError.
     """
+    refuse_complex("selective_scan_ref", A, B, C)
     dtype_in = u.dtype
     ct = _compute_dtype(u, delta, A, B, C)
     u, delta, A = u.to(ct), delta.to(ct), A.to(ct)
@@ -35,16 +48,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         delta = delta + delta_bias.to(ct)[..., None]
     if delta_softplus:
         delta = F.softplus(delta)
-    batch, dim, _ = u.shape
-    if B.dim() == 4:  # grouped: repeat each group's B over its channels
-        B = B.repeat_interleave(dim // B.shape[1], dim=1)
-    else:
-        B = B.unsqueeze(1)
-    if C.dim() == 4:
-        C = C.repeat_interleave(dim // C.shape[1], dim=1)
-    else:
-        C = C.unsqueeze(1)
-    # B, C: (batch, dim|1, N, L)
+    batch, dim, L = u.shape
+    B, C = (_per_step(x, batch, dim, L) for x in (B, C))  # (batch, dim|1, N, L)
     h = u.new_zeros(batch, dim, A.shape[1])
     ys = []
     for u_t, d_t, b_t, c_t in zip(u.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1)):

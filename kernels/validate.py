@@ -138,32 +138,58 @@ def _check_permutations(fn: str, orders: torch.Tensor) -> None:
         raise OrderError(f"{fn}: orders row {row} is not a permutation of range({L}): {problem}")
 
 
+def refuse_complex(fn: str, A, B, C) -> None:
+    """One clear ValueError for a complex A, B or C: mamba's complex (S4D-complex) variant
+    is not implemented here."""
+    if isinstance(A, torch.Tensor) and A.is_complex():
+        raise ValueError(f"{fn}: complex A (as in S4D-complex) is not supported; pass a real A")
+    for name, t in (("B", B), ("C", C)):
+        if isinstance(t, torch.Tensor) and t.is_complex():
+            raise ValueError(f"{fn}: complex {name} is not supported (complex B and C go with a complex A, "
+                             f"which is not supported either); pass a real {name}")
+
+
+def _check_bc(fn: str, name: str, t, batch: int, dim: int, N: int, L: int, device: torch.device) -> int:
+    """B or C of ``selective_scan``: (batch, N, L), (batch, groups, N, L) with groups dividing
+    dim, or time-invariant (dim, N). Returns its number of groups (dim for (dim, N))."""
+    shapes = (f"(batch, N, L) = {(batch, N, L)}, (batch, groups, N, L) = ({batch}, groups, {N}, {L}) "
+              f"with groups dividing dim = {dim}, or (dim, N) = {(dim, N)}")
+    if t is None:
+        raise ValueError(f"{fn}: {name} is required, expected shape {shapes}")
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOAT:
+        raise ValueError(f"{fn}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    shape = tuple(t.shape)
+    groups = shape[1] if t.dim() == 4 else dim if t.dim() == 2 else 1
+    if t.dim() == 4 and (groups == 0 or dim % groups):
+        raise ValueError(f"{fn}: {name} has {groups} groups, which must divide dim = {dim}")
+    if shape not in ((batch, N, L), (batch, groups, N, L), (dim, N)):
+        raise ValueError(f"{fn}: {name} must have shape {shapes}; got {shape}")
+    if t.device != device:
+        raise ValueError(f"{fn}: {name} is on {t.device} but u is on {device}; put every input on one device")
+    return groups
+
+
 def check_selective_scan(u, delta, A, B, C, D, z, delta_bias):
-    """Validate ``selective_scan`` inputs; returns (batch, dim, L, N, groups_B, groups_C)."""
+    """Validate ``selective_scan`` inputs; returns (batch, dim, L, N, groups_B, groups_C), where
+    a time-invariant (dim, N) B or C counts as dim groups."""
     fn = "selective_scan"
     _check_u(fn, u, 3, "batch, dim, L")
     batch, dim, L = u.shape
     if L == 0:
         raise ValueError(f"{fn}: the sequence length L must be at least 1, got u of shape {tuple(u.shape)}")
     dev = u.device
+    refuse_complex(fn, A, B, C)
     if not isinstance(A, torch.Tensor) or A.dim() != 2:
         got = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
         raise ValueError(f"{fn}: A must have shape (dim, N) with dim = {dim}, got {got}")
     N = A.shape[1]
     _check(fn, "A", A, "dim, N", (dim, N), dev)
     _check(fn, "delta", delta, "batch, dim, L", (batch, dim, L), dev)
-    groups = []
-    for name, t in (("B", B), ("C", C)):
-        if isinstance(t, torch.Tensor) and t.dim() == 4:
-            g = t.shape[1]
-            if g == 0 or dim % g:
-                raise ValueError(f"{fn}: {name} has {g} groups, which must divide dim = {dim}")
-            _check(fn, name, t, "batch, groups, N, L", (batch, g, N, L), dev)
-        else:
-            g = 1
-            _check(fn, name, t, "batch, N, L", (batch, N, L), dev)
-        groups.append(g)
+    groups_B = _check_bc(fn, "B", B, batch, dim, N, L, dev)
+    groups_C = _check_bc(fn, "C", C, batch, dim, N, L, dev)
     _check(fn, "D", D, "dim", (dim,), dev, optional=True)
     _check(fn, "z", z, "batch, dim, L", (batch, dim, L), dev, optional=True)
     _check(fn, "delta_bias", delta_bias, "dim", (dim,), dev, optional=True)
-    return batch, dim, L, N, groups[0], groups[1]
+    return batch, dim, L, N, groups_B, groups_C
