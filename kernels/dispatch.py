@@ -1,9 +1,12 @@
 """Which backend runs a scan: explicit argument, else ``SCANSEARCH_BACKEND``, else by device.
 
-Defaults: ``triton`` for CUDA tensors, ``torch`` for CPU tensors. A backend that
-cannot run raises :class:`BackendError` with the reason; nothing ever falls back
-silently. The choice is logged once per (backend, device type) on the
-``scansearch.kernels`` logger.
+Defaults: ``triton`` for CUDA tensors; ``cpu`` (the compiled scan) for CPU tensors where
+it builds, else ``torch``, and float64 CPU tensors on ``torch`` (the compiled scan is
+float32). A backend asked for by name that cannot run raises :class:`BackendError` with
+the reason. The one default that can change, the compiled CPU scan missing (no compiler,
+a failed build), is never silent: the first such scan logs a warning with the reason,
+and ``scansearch doctor`` shows it. The choice is logged once per (backend, device type)
+on the ``scansearch.kernels`` logger.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import os
 
 import torch
 
-BACKENDS = ("reference", "torch", "triton")
+BACKENDS = ("reference", "torch", "cpu", "triton")
 ENV_BACKEND = "SCANSEARCH_BACKEND"
 ENV_INTERPRET = "TRITON_INTERPRET"
 
@@ -73,13 +76,30 @@ def _triton_problem(device_type: str) -> str | None:
     return f"triton does not run on {device_type} tensors"
 
 
+@torch.compiler.assume_constant_result  # built (or not) once per process: a constant to a traced graph
+def _cpu_build_problem() -> str | None:
+    from .cpu_build import load
+
+    build = load()
+    return None if build.ok else build.why
+
+
+def _cpu_problem(device_type: str) -> str | None:
+    """Why the compiled ``cpu`` backend cannot run on ``device_type`` tensors (None if it can).
+    Builds the library on the first call of the process (see :mod:`.cpu_build`)."""
+    if device_type != "cpu":
+        return f"the compiled CPU scan runs on CPU tensors, not {device_type}"
+    return _cpu_build_problem()
+
+
 def available_backends() -> dict[str, str]:
     """Backend name -> "ok", or the reason it cannot run here (for the default device:
-    CUDA when available, else CPU)."""
+    CUDA when available, else CPU; ``cpu`` is always judged for CPU tensors)."""
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     return {
         "reference": "ok",
         "torch": "ok",
+        "cpu": _cpu_problem("cpu") or "ok",
         "triton": _triton_problem(device_type) or "ok",
     }
 
@@ -92,22 +112,34 @@ def _requested(backend: str | None) -> str | None:
     return name
 
 
-def default_backend(device_type: str) -> str:
+def default_backend(device_type: str, dtype: torch.dtype = torch.float32) -> str:
     """The backend chosen for tensors on ``device_type`` when nothing overrides it."""
-    return "triton" if device_type == "cuda" else "torch"
+    if device_type == "cuda":
+        return "triton"
+    if device_type == "cpu" and dtype != torch.float64 and _cpu_problem("cpu") is None:
+        return "cpu"
+    return "torch"
 
 
 def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
     """The backend that will run a scan on ``tensor``'s device; raises BackendError if it cannot."""
     device_type = tensor.device.type
-    name = _requested(backend) or default_backend(device_type)
+    name = _requested(backend) or default_backend(device_type, tensor.dtype)
+    problem = None
     if name == "triton":
         problem = _triton_problem(device_type)
-        if problem is not None:
-            raise BackendError(f"scan backend 'triton' cannot run: {problem}")
+    elif name == "cpu":
+        problem = _cpu_problem(device_type)
+    if problem is not None:
+        raise BackendError(f"scan backend {name!r} cannot run: {problem}")
     if not torch.compiler.is_compiling() and (name, device_type) not in _logged:
         _logged.add((name, device_type))
-        logger.info("selective scan backend %r for %s tensors", name, device_type)
+        missing = _cpu_problem("cpu") if device_type == "cpu" and name == "torch" else None
+        if missing is not None and tensor.dtype != torch.float64:
+            logger.warning("selective scans on CPU tensors run on the slower 'torch' backend: the compiled "
+                           "CPU scan is unavailable (%s); `scansearch doctor` says more", missing)
+        else:
+            logger.info("selective scan backend %r for %s tensors", name, device_type)
     return name
 
 
@@ -122,8 +154,19 @@ def backend_report() -> dict:
         "cuda_available": cuda,
         "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
         "default_backend_cpu": default_backend("cpu"),
+        "cpu_build": _cpu_build_report(),
         "default_backend_cuda": default_backend("cuda"),
         "backends": available_backends(),
         ENV_BACKEND: os.environ.get(ENV_BACKEND),
         ENV_INTERPRET: os.environ.get(ENV_INTERPRET),
     }
+
+
+def _cpu_build_report() -> dict:
+    """What the compiled CPU scan was built with, or why it was not."""
+    from .cpu_build import cache_dir, load
+
+    build = load()
+    return {"ok": build.ok, "why": build.why, "path": build.path, "compiler": build.compiler,
+            "flags": " ".join(build.flags), "isa": build.isa, "lanes": build.lanes, "openmp": build.openmp,
+            "threads": torch.get_num_threads(), "cache_dir": str(cache_dir())}

@@ -15,6 +15,8 @@ import torch
 from .alloc import poisoned
 from .api import multi_scan, selective_scan
 
+CPU_BACKENDS = ("torch", "cpu")  # the backends that run CPU tensors for real (not the reference oracle)
+
 FWD_TOL = {
     torch.float32: (6e-4, 2e-3),
     torch.float16: (3e-3, 5e-3),

@@ -1,4 +1,6 @@
-"""The ``torch`` backend against the float64 reference: forward and every gradient."""
+"""The CPU backends, ``torch`` and the compiled ``cpu``, against the float64 reference: forward and
+every gradient. The compiled backend's own concerns (hypothesis-drawn fp32 shapes, layouts, threads,
+repeatability, a missing compiler) are in ``test_kernels_cpu.py``."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 from scansearch.kernels import multi_scan, selective_scan
 from scansearch.kernels.alloc import poisoned
 from scansearch.kernels.testing import (
+    CPU_BACKENDS,
     FWD_TOL,
     check_multi_scan,
     check_selective_scan,
@@ -31,24 +34,27 @@ MULTI_CASES = [
 
 @pytest.mark.parametrize("case", MULTI_CASES, ids=lambda c: "K{}-{}x{}-d{}-N{}-{}".format(
     c[0], c[1], c[2], c[3], c[4], "scan" if c[5] else "image"))
-def test_multi_scan_fp32(case):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multi_scan_fp32(backend, case):
     K, H, W, dim, N, scan_order, has_D, has_z, has_bias, has_w, softplus = case
     x, orders = make_multi_scan_inputs(2, H, W, K, dim, N, scan_order=scan_order, has_D=has_D, has_z=has_z,
                                        has_bias=has_bias, has_weights=has_w, seed=K * 100 + H)
-    check_multi_scan("torch", x, orders, delta_softplus=softplus, scan_order=scan_order)
+    check_multi_scan(backend, x, orders, delta_softplus=softplus, scan_order=scan_order)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("scan_order", [False, True])
-def test_multi_scan_dtypes(dtype, scan_order):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multi_scan_dtypes(backend, dtype, scan_order):
     x, orders = make_multi_scan_inputs(2, 5, 6, 4, 7, 8, scan_order=scan_order, dtype=dtype, seed=3)
-    check_multi_scan("torch", x, orders, scan_order=scan_order)
+    check_multi_scan(backend, x, orders, scan_order=scan_order)
 
 
-def test_multi_scan_random_orders_long_sequence():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multi_scan_random_orders_long_sequence(backend):
     x, orders = make_multi_scan_inputs(1, 16, 20, 4, 5, 16, seed=11)
     orders = torch.stack([torch.randperm(320, generator=torch.Generator().manual_seed(k)) for k in range(4)])
-    check_multi_scan("torch", x, orders)
+    check_multi_scan(backend, x, orders)
 
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "weights", "delta_bias", "z")
@@ -56,7 +62,8 @@ GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "weights", "delta_bias", "z")
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", GRAD_NAMES)
-def test_multi_scan_int32_orders_one_gradient(name, dtype):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multi_scan_int32_orders_one_gradient(backend, name, dtype):
     # only `name` needs a gradient: it matches the float64 reference, the others get none
     seed = 40 + GRAD_NAMES.index(name) + (100 if dtype == torch.float64 else 0)
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 5, 4, dtype=dtype, seed=seed)
@@ -68,7 +75,7 @@ def test_multi_scan_int32_orders_one_gradient(name, dtype):
     ref[name].requires_grad_()
     with poisoned():
         out = multi_scan(*(ours[k] for k in keys), orders.int(), ours["weights"], ours["delta_bias"], True,
-                         ours["z"], backend="torch")
+                         ours["z"], backend=backend)
     expected = multi_scan(*(ref[k] for k in keys), orders, ref["weights"], ref["delta_bias"], True, ref["z"],
                           backend="reference")
     torch.testing.assert_close(out.to(torch.float64), expected, rtol=FWD_TOL[dtype][0], atol=FWD_TOL[dtype][1])
@@ -81,15 +88,16 @@ def test_multi_scan_int32_orders_one_gradient(name, dtype):
     torch.testing.assert_close(ours[name].grad.to(torch.float64), ref[name].grad, rtol=rtol, atol=atol)
 
 
-def test_multi_scan_gradient_without_D():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multi_scan_gradient_without_D(backend):
     x, orders = make_multi_scan_inputs(2, 4, 4, 2, 5, 4, has_D=False, seed=6)
     grads = {}
-    for backend, dtype in (("torch", torch.float32), ("reference", torch.float64)):
+    for name, dtype in ((backend, torch.float32), ("reference", torch.float64)):
         u = x["u"].to(dtype).clone().requires_grad_()
         rest = (x[k].to(dtype) for k in ("delta", "A", "B", "C"))
-        multi_scan(u, *rest, None, orders, backend=backend).sum().backward()
-        grads[backend] = u.grad
-    torch.testing.assert_close(grads["torch"].double(), grads["reference"], rtol=6e-4, atol=2e-3)
+        multi_scan(u, *rest, None, orders, backend=name).sum().backward()
+        grads[name] = u.grad
+    torch.testing.assert_close(grads[backend].double(), grads["reference"], rtol=6e-4, atol=2e-3)
 
 
 # (groups_B, groups_C, dim, L, has_D, has_z, has_bias, softplus, return_last_state)
@@ -104,23 +112,26 @@ SELECTIVE_CASES = [
 
 
 @pytest.mark.parametrize("case", SELECTIVE_CASES, ids=lambda c: "gB{}-gC{}-d{}-L{}".format(*c[:4]))
-def test_selective_scan(case):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_selective_scan(backend, case):
     gB, gC, dim, L, has_D, has_z, has_bias, softplus, rls = case
     x = make_selective_scan_inputs(2, dim, L, 8, groups_B=gB, groups_C=gC, has_D=has_D, has_z=has_z,
                                    has_bias=has_bias, seed=L)
-    check_selective_scan("torch", x, delta_softplus=softplus, return_last_state=rls)
+    check_selective_scan(backend, x, delta_softplus=softplus, return_last_state=rls)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_selective_scan_low_precision(dtype):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_selective_scan_low_precision(backend, dtype):
     x = make_selective_scan_inputs(2, 6, 50, 8, groups_B=2, groups_C=2, dtype=dtype, seed=7)
-    check_selective_scan("torch", x)
+    check_selective_scan(backend, x)
 
 
-def test_selective_scan_last_state_only_gradient():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_selective_scan_last_state_only_gradient(backend):
     x = make_selective_scan_inputs(1, 4, 10, 4, seed=2)
     u = x["u"].clone().requires_grad_()
-    _, last = selective_scan(u, x["delta"], x["A"], x["B"], x["C"], return_last_state=True, backend="torch")
+    _, last = selective_scan(u, x["delta"], x["A"], x["B"], x["C"], return_last_state=True, backend=backend)
     last.sum().backward()
     u_ref = x["u"].clone().requires_grad_()
     _, last_ref = selective_scan(u_ref, x["delta"], x["A"], x["B"], x["C"], return_last_state=True,
@@ -147,12 +158,14 @@ def test_multi_scan_hypothesis(batch, H, W, K, dim, N, scan_order, has_D, has_z,
 
 
 @pytest.mark.parametrize("scan_order", [False, True])
-def test_multi_scan_many_short_chunks(monkeypatch, scan_order):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multi_scan_many_short_chunks(backend, monkeypatch, scan_order):
     # checkpoints every 3 steps: chunk boundaries everywhere and a partial last chunk
-    from scansearch.kernels import torch_scan
+    from scansearch.kernels import cpu_backend, torch_scan
 
     monkeypatch.setattr(torch_scan, "_CHUNK_MIN", 3)
     monkeypatch.setattr(torch_scan, "_CHUNK_MAX", 3)
+    monkeypatch.setattr(cpu_backend, "CHUNK", 3)
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 6, 4, scan_order=scan_order, seed=9)
-    check_multi_scan("torch", x, orders, scan_order=scan_order)
-    check_selective_scan("torch", make_selective_scan_inputs(2, 4, 20, 4, groups_B=2, groups_C=2, seed=4))
+    check_multi_scan(backend, x, orders, scan_order=scan_order)
+    check_selective_scan(backend, make_selective_scan_inputs(2, 4, 20, 4, groups_B=2, groups_C=2, seed=4))

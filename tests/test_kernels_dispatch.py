@@ -19,7 +19,7 @@ from scansearch.kernels import (
     resolve_backend,
     selective_scan,
 )
-from scansearch.kernels import dispatch
+from scansearch.kernels import cpu_build, dispatch
 from scansearch.kernels.testing import make_multi_scan_inputs
 
 
@@ -39,13 +39,50 @@ def _host(monkeypatch, cuda: bool, triton: str | None = "3.9.0"):
 
 
 def _cuda_tensor():
-    return SimpleNamespace(device=torch.device("cuda"))  # resolve_backend reads only the device
+    # resolve_backend reads only the device and dtype
+    return SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
+
+
+NO_COMPILER = "no C compiler found ($CC unset; none of cc, gcc, clang on PATH)"
+
+
+def _no_compiled_scan(monkeypatch):
+    """Pretend the compiled CPU scan failed to build, as on a machine without a compiler."""
+    monkeypatch.setattr(cpu_build, "_build", cpu_build.Build(lib=None, why=NO_COMPILER))
 
 
 @pytest.mark.parametrize("cuda", [False, True])
-def test_default_is_torch_on_cpu(monkeypatch, cuda):
+def test_default_on_cpu_is_the_compiled_scan(monkeypatch, cuda):
     _host(monkeypatch, cuda)
-    assert resolve_backend(torch.zeros(1)) == "torch"
+    assert resolve_backend(torch.zeros(1)) == "cpu"
+    assert resolve_backend(torch.zeros(1, dtype=torch.bfloat16)) == "cpu"
+    assert resolve_backend(torch.zeros(1, dtype=torch.float64)) == "torch"  # the compiled scan is fp32
+
+
+def test_without_the_compiled_scan_cpu_tensors_run_on_torch_and_say_why(monkeypatch, caplog):
+    _no_compiled_scan(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="scansearch.kernels"):
+        for _ in range(3):
+            assert resolve_backend(torch.zeros(1)) == "torch"
+    records = [r for r in caplog.records if r.name == "scansearch.kernels"]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    assert records[0].getMessage() == (
+        f"selective scans on CPU tensors run on the slower 'torch' backend: the compiled CPU scan is "
+        f"unavailable ({NO_COMPILER}); `scansearch doctor` says more")
+    with pytest.raises(BackendError) as err:  # asked for by name: an error, not a fallback
+        resolve_backend(torch.zeros(1), "cpu")
+    assert str(err.value) == f"scan backend 'cpu' cannot run: {NO_COMPILER}"
+    assert available_backends()["cpu"] == NO_COMPILER
+    report = backend_report()
+    assert report["default_backend_cpu"] == "torch"
+    assert report["cpu_build"]["ok"] is False and report["cpu_build"]["why"] == NO_COMPILER
+
+
+def test_compiled_scan_refuses_cuda_tensors(monkeypatch):
+    _host(monkeypatch, cuda=True)
+    with pytest.raises(BackendError, match="^scan backend 'cpu' cannot run: the compiled CPU scan runs on CPU "
+                                           "tensors, not cuda$"):
+        resolve_backend(_cuda_tensor(), "cpu")
 
 
 def test_default_is_triton_on_cuda(monkeypatch):
@@ -68,7 +105,7 @@ def test_env_override(monkeypatch):
     monkeypatch.setenv("SCANSEARCH_BACKEND", "reference")
     assert resolve_backend(torch.zeros(1)) == "reference"
     monkeypatch.setenv("SCANSEARCH_BACKEND", "")
-    assert resolve_backend(torch.zeros(1)) == "torch"
+    assert resolve_backend(torch.zeros(1)) == "cpu"
 
 
 def test_env_override_reaches_the_scan(monkeypatch):
@@ -89,7 +126,7 @@ def test_unknown_backend_lists_valid_names(monkeypatch, via_env):
         backend = None
     else:
         backend = "cuda"
-    with pytest.raises(BackendError, match="unknown scan backend 'cuda'.*valid: reference, torch, triton"):
+    with pytest.raises(BackendError, match="unknown scan backend 'cuda'.*valid: reference, torch, cpu, triton"):
         resolve_backend(torch.zeros(1), backend)
 
 
@@ -121,7 +158,7 @@ def test_choice_logged_once_per_backend_and_device(caplog):
         resolve_backend(torch.zeros(1), "reference")
         resolve_backend(torch.zeros(1), "reference")
     messages = [r.getMessage() for r in caplog.records if r.name == "scansearch.kernels"]
-    assert messages == ["selective scan backend 'torch' for cpu tensors",
+    assert messages == ["selective scan backend 'cpu' for cpu tensors",
                         "selective scan backend 'reference' for cpu tensors"]
 
 
@@ -131,12 +168,14 @@ def test_available_backends_and_report(monkeypatch, cuda):
     monkeypatch.setenv("SCANSEARCH_BACKEND", "torch")
     needs_cuda = "triton needs CUDA tensors; for CPU tensors set TRITON_INTERPRET=1"
     backends = available_backends()
-    assert backends["reference"] == "ok" and backends["torch"] == "ok"
+    assert backends["reference"] == "ok" and backends["torch"] == "ok" and backends["cpu"] == "ok"
     assert (backends["triton"] == "ok") if cuda else backends["triton"].startswith(needs_cuda)
     report = backend_report()
+    build = report.pop("cpu_build")
+    assert build["ok"] and build["isa"] and build["lanes"] >= 1 and build["threads"] == torch.get_num_threads()
     assert report == {
         "torch": torch.__version__, "triton": "3.9.0", "triton_error": None, "cuda_available": cuda,
-        "device_name": "Fake GPU" if cuda else "cpu", "default_backend_cpu": "torch",
+        "device_name": "Fake GPU" if cuda else "cpu", "default_backend_cpu": "cpu",
         "default_backend_cuda": "triton", "backends": backends, "SCANSEARCH_BACKEND": "torch",
         "TRITON_INTERPRET": None,
     }

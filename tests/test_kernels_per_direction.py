@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from scansearch.kernels import OrderError, multi_scan, multi_scan_ref
 from scansearch.kernels.alloc import poisoned
-from scansearch.kernels.testing import FWD_TOL, check_multi_scan, make_multi_scan_inputs
+from scansearch.kernels.testing import CPU_BACKENDS, FWD_TOL, check_multi_scan, make_multi_scan_inputs
 
 KEYS = ("u", "delta", "A", "B", "C", "D")
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias", "z")
@@ -40,42 +40,48 @@ def _id(c):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_per_direction_fp32(case):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_direction_fp32(backend, case):
     K, H, W, dim, N, scan_order, has_D, has_z, has_bias, softplus = case
     x, orders = make_multi_scan_inputs(2, H, W, K, dim, N, scan_order=scan_order, has_D=has_D, has_z=has_z,
                                        has_bias=has_bias, has_weights=False, seed=K * 100 + H * 10 + W)
-    check_multi_scan("torch", x, orders, delta_softplus=softplus, scan_order=scan_order, merge=False)
+    check_multi_scan(backend, x, orders, delta_softplus=softplus, scan_order=scan_order, merge=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("scan_order", [False, True])
 @pytest.mark.parametrize("gate", [True, False])
-def test_per_direction_dtypes(dtype, scan_order, gate):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_direction_dtypes(backend, dtype, scan_order, gate):
     x, orders = make_multi_scan_inputs(2, 5, 6, 3, 7, 8, scan_order=scan_order, has_D=gate, has_z=gate,
                                        has_weights=False, dtype=dtype, seed=5 + scan_order)
-    check_multi_scan("torch", x, orders, scan_order=scan_order, merge=False)
+    check_multi_scan(backend, x, orders, scan_order=scan_order, merge=False)
 
 
 @pytest.mark.parametrize("scan_order", [False, True])
-def test_per_direction_many_short_chunks(monkeypatch, scan_order):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_direction_many_short_chunks(backend, monkeypatch, scan_order):
     # checkpoints every 3 steps: chunk boundaries everywhere and a partial last chunk
-    from scansearch.kernels import torch_scan
+    from scansearch.kernels import cpu_backend, torch_scan
 
     monkeypatch.setattr(torch_scan, "_CHUNK_MIN", 3)
     monkeypatch.setattr(torch_scan, "_CHUNK_MAX", 3)
+    monkeypatch.setattr(cpu_backend, "CHUNK", 3)
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 6, 4, scan_order=scan_order, has_weights=False, seed=9)
-    check_multi_scan("torch", x, orders, scan_order=scan_order, merge=False)
+    check_multi_scan(backend, x, orders, scan_order=scan_order, merge=False)
 
 
-def test_per_direction_random_orders_int32():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_direction_random_orders_int32(backend):
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 5, 4, has_weights=False, seed=12)
     orders = torch.stack([torch.randperm(20, generator=torch.Generator().manual_seed(k)) for k in range(3)])
-    check_multi_scan("torch", x, orders.int(), merge=False)
+    check_multi_scan(backend, x, orders.int(), merge=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", GRAD_NAMES)
-def test_per_direction_one_gradient(name, dtype):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_direction_one_gradient(backend, name, dtype):
     # only `name` needs a gradient: it matches the float64 reference, the others get none
     seed = 70 + GRAD_NAMES.index(name) + (100 if dtype == torch.float64 else 0)
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 5, 4, has_weights=False, dtype=dtype, seed=seed)
@@ -89,7 +95,7 @@ def test_per_direction_one_gradient(name, dtype):
                           backend=backend)
 
     with poisoned():
-        out = call(ours, "torch")
+        out = call(ours, backend)
     expected = call(ref, "reference")
     torch.testing.assert_close(out.to(torch.float64), expected, rtol=FWD_TOL[dtype][0], atol=FWD_TOL[dtype][1])
     gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
@@ -101,7 +107,7 @@ def test_per_direction_one_gradient(name, dtype):
                                atol=FWD_TOL[dtype][1])
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("backend", [*CPU_BACKENDS, "reference"])
 @pytest.mark.parametrize("scan_order", [False, True])
 @pytest.mark.parametrize("K, H, W", [(1, 3, 4), (2, 3, 5), (4, 4, 6)])
 def test_weighted_sum_of_directions_is_the_merged_output(backend, scan_order, K, H, W):
@@ -128,21 +134,22 @@ def test_weighted_sum_of_directions_is_the_merged_output(backend, scan_order, K,
 
 
 @pytest.mark.parametrize("scan_order", [False, True])
-def test_matches_separate_single_direction_calls(scan_order):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_matches_separate_single_direction_calls(backend, scan_order):
     """One merge=False call returns what K calls with K=1 (the per-direction path it replaces) stack."""
     K = 4
     x, orders = make_multi_scan_inputs(2, 3, 5, K, 6, 4, scan_order=scan_order, has_weights=False, seed=21)
     leaves = [{k: None if t is None else t.clone().requires_grad_() for k, t in x.items()} for _ in range(2)]
     one = leaves[0]
     out = multi_scan(*(one[k] for k in KEYS), orders, None, one["delta_bias"], True, one["z"], scan_order,
-                     merge=False, backend="torch")
+                     merge=False, backend=backend)
     v = leaves[1]
     ys = []
     for k in range(K):
         s = slice(k, k + 1)
         ys.append(multi_scan(v["u"][:, :, s] if scan_order else v["u"], v["delta"][:, :, s], v["A"][s],
                              v["B"][:, :, s], v["C"][:, :, s], v["D"][s], orders[s], None, v["delta_bias"][s],
-                             True, v["z"], scan_order, backend="torch"))
+                             True, v["z"], scan_order, backend=backend))
     separate = torch.stack(ys, dim=2)
     torch.testing.assert_close(out, separate, rtol=1e-5, atol=1e-6)
     gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
@@ -154,7 +161,7 @@ def test_matches_separate_single_direction_calls(scan_order):
                                        msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
+@pytest.mark.parametrize("backend", [*CPU_BACKENDS, "reference", "triton"])
 def test_weights_rejected(backend):
     # checked before the backend is chosen: the same error wherever it would have run
     x, orders = make_multi_scan_inputs(1, 2, 3, 2, 4, 4, seed=0)
@@ -168,7 +175,7 @@ def test_weights_rejected(backend):
         torch.ops.scansearch.multi_scan(*args)
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("backend", [*CPU_BACKENDS, "reference"])
 @pytest.mark.parametrize("scan_order", [False, True])
 def test_bad_orders_rejected(backend, scan_order):
     x, orders = make_multi_scan_inputs(1, 3, 3, 2, 4, 4, scan_order=scan_order, has_weights=False, seed=1)
@@ -186,8 +193,10 @@ def test_bad_orders_rejected(backend, scan_order):
     dim=st.integers(1, 9), N=st.integers(1, 9), scan_order=st.booleans(), has_D=st.booleans(),
     has_z=st.booleans(), has_bias=st.booleans(), softplus=st.booleans(), seed=st.integers(0, 2**16),
 )
-def test_per_direction_hypothesis(batch, H, W, K, dim, N, scan_order, has_D, has_z, has_bias, softplus, seed):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_direction_hypothesis(backend, batch, H, W, K, dim, N, scan_order, has_D, has_z, has_bias, softplus,
+                                  seed):
     x, orders = make_multi_scan_inputs(batch, H, W, K, dim, N, scan_order=scan_order, has_D=has_D,
                                        has_z=has_z, has_bias=has_bias, has_weights=False, seed=seed)
-    check_multi_scan("torch", x, orders, delta_softplus=softplus, scan_order=scan_order, merge=False, seed=seed)
+    check_multi_scan(backend, x, orders, delta_softplus=softplus, scan_order=scan_order, merge=False, seed=seed)
 

@@ -27,6 +27,18 @@ def _version(name: str) -> str | None:
         return None
 
 
+def _cpu_line(report: dict) -> str:
+    """One line on the CPU path: the compiled scan and how it was built, or why it is missing."""
+    build = report["cpu_build"]
+    if not build["ok"]:
+        return (f"CPU scans run on the 'torch' backend: the compiled CPU scan is unavailable "
+                f"({escape(build['why'])})")
+    threads = f"{build['threads']} threads" if build["openmp"] else "1 thread (built without OpenMP)"
+    return (f"CPU scans run on the compiled 'cpu' backend: {build['isa']}, {build['lanes']} lanes, {threads}; "
+            f"float64 on 'torch'; built by {escape(build['compiler'])} {escape(build['flags'])} into "
+            f"{escape(build['path'])}")
+
+
 def run(args) -> int:
     from .. import __version__
     from ..kernels import backend_report
@@ -48,6 +60,7 @@ def run(args) -> int:
         shown = "[green]ok[/]" if status == "ok" else f"[yellow]{escape(status)}[/]"  # reasons may hold [brackets]
         backends.add_row(name, shown, ", ".join(default_for))
     console.print(backends)
+    console.print(_cpu_line(report), highlight=False)
     env = Table(title="installation")
     env.add_column("item")
     env.add_column("value")
