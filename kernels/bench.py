@@ -8,7 +8,12 @@ Three ways to compute one multi-direction SSM layer, side by side:
   inputs per direction, run one grouped single-direction ``selective_scan`` over
   all directions (the best single-direction path of the device's default
   backend), un-permute and sum.
-* ``fused``: :func:`multi_scan` (torch backend on CPU, triton on CUDA).
+* ``fused``: :func:`multi_scan` on the device's default backend (the compiled ``cpu``
+  scan on CPU, ``triton`` on CUDA).
+* ``torch`` (CPU only): the same op on the vectorised ``torch`` backend, the CPU path
+  the compiled scan replaced.
+* ``floor`` (CPU only, not timed): the scan's exps and FLOPs at this core's peak rates,
+  measured by the compiled library's probes (:func:`cpu_floor_ms`).
 
 :func:`run_per_direction_bench` times the other use of the op: each direction's
 output on its own, in image order, (batch, L, K, dim) (SCAttn in LocalVim, the
@@ -98,7 +103,27 @@ def _materialized(x, orders, backend):
     return out * torch.nn.functional.silu(x["z"])
 
 
-PATHS = {"reference": _reference, "materialized": _materialized, "fused": _fused}
+def _torch(x, orders, backend=None):
+    return _fused(x, orders, "torch")
+
+
+PATHS = {"reference": _reference, "materialized": _materialized, "fused": _fused, "torch": _torch}
+CPU_ONLY_PATHS = ("torch",)
+
+
+def cpu_floor_ms(batch, dim, L, N, K) -> tuple[float, float] | None:
+    """(fwd, fwd+bwd) ms the scan cannot beat on one core: per state element and step the
+    forward takes one exp and 6 FLOPs (decay argument, state update, output), forward and
+    backward two exps (the backward recomputes the decays) and 24 FLOPs, at the peak rates
+    of independent vector exps and FMAs measured here. None without the compiled library."""
+    from .cpu_build import load
+
+    build = load()
+    if not build.ok:
+        return None
+    t_exp, t_fma = build.lib.scan_probe(0, 2_000_000), build.lib.scan_probe(1, 20_000_000)
+    vectors = batch * K * L * N * dim / build.lanes
+    return 1e3 * vectors * (t_exp + 3 * t_fma), 1e3 * vectors * (2 * t_exp + 12 * t_fma)
 
 
 def _sync(device):
@@ -193,19 +218,29 @@ def min_fwd_bytes(x) -> int:
 
 
 def run_kernel_bench(device="cpu", repeats=5, quick=False, shapes=None, batch=None, dtype=None,
-                     include_reference=True, on_row=None) -> list[dict]:
-    """Benchmark every path on every shape; returns one dict per (shape, path).
+                     include_reference=True, on_row=None, threads=None) -> list[dict]:
+    """Benchmark every path on every shape; returns one dict per (shape, path[, threads]).
 
     ``device``: "cpu" or "cuda"; ``shapes``: keys of :data:`SHAPES` (default all, or
     :data:`QUICK_SHAPES` when ``quick``); ``batch``: override the per-device batch;
     ``dtype``: activations (default fp32 on CPU, bf16 on CUDA); ``on_row``: called
-    with each row as it is measured (progress).
+    with each row as it is measured (progress); ``threads``: CPU thread counts to run
+    every shape at (default: the current one), each row saying its count.
     """
+    if threads and torch.device(device).type == "cpu":
+        previous, rows = torch.get_num_threads(), []
+        try:
+            for n in threads:
+                torch.set_num_threads(n)
+                rows += run_kernel_bench(device, repeats, quick, shapes, batch, dtype, include_reference, on_row)
+        finally:
+            torch.set_num_threads(previous)
+        return rows
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: CUDA is not available")
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    backend = "triton" if dev.type == "cuda" else "torch"
+    backend = "triton" if dev.type == "cuda" else None  # None: the device's default
     names = list(shapes) if shapes else list(QUICK_SHAPES if quick else SHAPES)
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
@@ -216,12 +251,13 @@ def run_kernel_bench(device="cpu", repeats=5, quick=False, shapes=None, batch=No
         label, dim, L, N, K = SHAPES[name]
         b = batch or BATCH[dev.type][L]
         x, orders = make_inputs(b, dim, L, N, K, dev, dtype)
-        paths = [_Path(p, x, orders, backend) for p in PATHS if include_reference or p != "reference"]
+        paths = [_Path(p, x, orders, backend) for p in PATHS
+                 if (include_reference or p != "reference") and (dev.type == "cpu" or p not in CPU_ONLY_PATHS)]
         slow = {"reference"} if b * L * K > REFERENCE_MAX_STEPS else set()
         _measure(paths, dev, repeats, slow)
         for p in paths:
             row = {"shape": name, "label": label, "dim": dim, "L": L, "N": N, "K": K, "batch": b, "path": p.name,
-                   "device": dev.type, "dtype": str(dtype).replace("torch.", ""),
+                   "device": dev.type, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
                    "fwd_ms": statistics.median(p.fwd_times), "fwd_bwd_ms": statistics.median(p.fwd_bwd_times),
                    "saved_mb": p.saved() / 2**20, "note": "1 run, no warm-up" if p.name in slow else ""}
             if p.name == "fused" and bandwidth:
@@ -230,8 +266,15 @@ def run_kernel_bench(device="cpu", repeats=5, quick=False, shapes=None, batch=No
             rows.append(row)
             if on_row:
                 on_row(row)
+        floor = cpu_floor_ms(b, dim, L, N, K) if dev.type == "cpu" else None
+        if floor:
+            rows.append({"shape": name, "label": label, "dim": dim, "L": L, "N": N, "K": K, "batch": b,
+                         "path": "floor", "device": dev.type, "dtype": "float32", "threads": torch.get_num_threads(),
+                         "fwd_ms": floor[0] / torch.get_num_threads(),
+                         "fwd_bwd_ms": floor[1] / torch.get_num_threads(), "saved_mb": None,
+                         "note": "exps and FLOPs at peak rates, not timed"})
         if not include_reference:
-            rows.insert(len(rows) - len(paths), {
+            rows.insert(len(rows) - len(paths) - bool(floor), {
                 "shape": name, "label": label, "dim": dim, "L": L, "N": N, "K": K, "batch": b, "path": "reference",
                 "device": dev.type, "dtype": str(dtype).replace("torch.", ""), "fwd_ms": None, "fwd_bwd_ms": None,
                 "saved_mb": None, "note": "skipped"})
@@ -243,23 +286,27 @@ def ratios(rows) -> list[dict]:
     out = []
     by_shape: dict[str, dict[str, dict]] = {}
     for r in rows:
-        by_shape.setdefault(r["shape"], {})[r["path"]] = r
-    for shape, paths in by_shape.items():
+        by_shape.setdefault((r["shape"], r.get("threads")), {})[r["path"]] = r
+    for (shape, _), paths in by_shape.items():
         fused = paths.get("fused")
         if not fused:
             continue
-        item = {"shape": shape, "K": fused["K"]}
-        for other in ("reference", "materialized"):
+        item = {"shape": shape, "K": fused["K"], "threads": fused.get("threads")}
+        for other in ("reference", "materialized", "torch"):
             o = paths.get(other)
             if o and o.get("fwd_ms"):
                 item[f"fwd_x_{other}"] = o["fwd_ms"] / fused["fwd_ms"]
                 item[f"fwd_bwd_x_{other}"] = o["fwd_bwd_ms"] / fused["fwd_bwd_ms"]
                 item[f"saved_vs_{other}"] = fused["saved_mb"] / o["saved_mb"]
+        floor = paths.get("floor")
+        if floor:
+            item["fwd_floor_share"] = floor["fwd_ms"] / fused["fwd_ms"]
+            item["fwd_bwd_floor_share"] = floor["fwd_bwd_ms"] / fused["fwd_bwd_ms"]
         out.append(item)
     return out
 
 
-COLUMNS = ("shape", "K", "batch", "path", "fwd ms", "fwd+bwd ms", "saved MB", "note")
+COLUMNS = ("shape", "K", "batch", "threads", "path", "fwd ms", "fwd+bwd ms", "saved MB", "note")
 
 
 def table_rows(rows) -> tuple[tuple[str, ...], list[list[str]]]:
@@ -270,20 +317,25 @@ def table_rows(rows) -> tuple[tuple[str, ...], list[list[str]]]:
         note = r["note"]
         if r.get("fwd_pct_copy") is not None:
             note = (note + "; " if note else "") + f"fwd {r['fwd_gbps']:.0f} GB/s = {r['fwd_pct_copy']:.0f}% of copy"
-        cells.append([f"{r['label']} d={r['dim']} L={r['L']} N={r['N']}", str(r["K"]), str(r["batch"]), r["path"],
+        cells.append([f"{r['label']} d={r['dim']} L={r['L']} N={r['N']}", str(r["K"]), str(r["batch"]),
+                      str(r.get("threads", "")), r["path"],
                       fmt(r["fwd_ms"], ".1f"), fmt(r["fwd_bwd_ms"], ".1f"), fmt(r["saved_mb"], ".1f"), note])
     return COLUMNS, cells
 
 
 def ratio_lines(rows) -> list[str]:
-    """One line per shape: fused vs reference and vs materialized."""
+    """One line per shape (and thread count): fused vs reference, materialized and torch, and the
+    share of the floor it reaches."""
     lines = []
     for item in ratios(rows):
-        parts = [f"{item['shape']}:"]
-        for other in ("reference", "materialized"):
+        parts = [f"{item['shape']}" + (f" {item['threads']} thread(s):" if item.get("threads") else ":")]
+        for other in ("reference", "materialized", "torch"):
             if f"fwd_x_{other}" in item:
                 parts.append(f"vs {other} fwd {item[f'fwd_x_{other}']:.2f}x, fwd+bwd {item[f'fwd_bwd_x_{other}']:.2f}x,"
                              f" saved memory {item[f'saved_vs_{other}']:.2f}x")
+        if "fwd_floor_share" in item:
+            parts.append(f"at {100 * item['fwd_floor_share']:.0f}% (fwd) and {100 * item['fwd_bwd_floor_share']:.0f}%"
+                         f" (fwd+bwd) of the floor's speed")
         lines.append(" ".join(parts))
     return lines
 
@@ -338,7 +390,7 @@ def run_per_direction_bench(device="cpu", repeats=5, shapes=None, batch=None, dt
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: CUDA is not available")
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    backend = "triton" if dev.type == "cuda" else "torch"
+    backend = "triton" if dev.type == "cuda" else None  # None: the device's default
     names = list(shapes) if shapes else list(PER_DIRECTION_SHAPES)
     unknown = [n for n in names if n not in PER_DIRECTION_SHAPES]
     if unknown:

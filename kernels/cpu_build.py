@@ -148,6 +148,8 @@ def _open(path: Path, cmd, flags) -> Build:
     for fn in (lib.scan_forward, lib.scan_backward):
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p]
+    lib.scan_probe.restype = ctypes.c_double
+    lib.scan_probe.argtypes = [ctypes.c_int32, ctypes.c_int64]
     return Build(lib=lib, path=str(path), compiler=" ".join(cmd), flags=flags, isa=lib.scan_isa().decode(),
                  lanes=lib.scan_lanes(), openmp=bool(lib.scan_openmp()))
 

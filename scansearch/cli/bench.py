@@ -18,6 +18,10 @@ def register(sub) -> None:
     p.add_argument("--models", nargs="+", default=None, metavar="PRESET", help="model presets (bench model)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: per device)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
+    p.add_argument("--shapes", nargs="+", default=None, metavar="SHAPE",
+                   help="bench kernels: layer shapes (vim_ti_k2, vim_ti_k4, vim_ti_k8, vmamba_t1_k4, vmamba_t1_k8)")
+    p.add_argument("--threads", nargs="+", type=int, default=None, metavar="N",
+                   help="bench kernels on the CPU: thread counts to time each shape at (default: torch's)")
     p.set_defaults(func=run)
 
 
@@ -34,15 +38,24 @@ def run(args) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name} must be at least 1, got {value}")
+    if args.threads is not None and min(args.threads) < 1:
+        raise CLIError(f"--threads must be at least 1, got {min(args.threads)}")
+    if args.what != "kernels" and (args.shapes or args.threads):
+        raise CLIError("--shapes and --threads apply to `bench kernels` only")
     if args.what == "kernels":
-        from ..kernels.bench import ratio_lines, run_kernel_bench, table_rows
+        from ..kernels.bench import SHAPES, ratio_lines, run_kernel_bench, table_rows
 
+        unknown = [s for s in args.shapes or () if s not in SHAPES]
+        if unknown:
+            raise CLIError(f"--shapes: unknown shape {unknown[0]!r}; known: {', '.join(SHAPES)}")
         with console.status("timing the scan kernels"):
-            rows = run_kernel_bench(device=device, repeats=args.repeats or 5, quick=args.quick, batch=args.batch)
+            rows = run_kernel_bench(device=device, repeats=args.repeats or 5, quick=args.quick, batch=args.batch,
+                                    shapes=args.shapes, threads=args.threads)
         columns, cells = table_rows(rows)
         table = Table(title=f"selective scan kernels on {device}")
         for c in columns:
-            table.add_column(c, justify="right" if c.endswith(("ms", "MB")) or c in ("K", "batch") else "left")
+            table.add_column(c, justify="right" if c.endswith(("ms", "MB")) or c in ("K", "batch", "threads")
+                             else "left")
         for row in cells:
             table.add_row(*row)
         console.print(table)
