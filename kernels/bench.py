@@ -276,7 +276,8 @@ def run_kernel_bench(device="cpu", repeats=5, quick=False, shapes=None, batch=No
         if not include_reference:
             rows.insert(len(rows) - len(paths) - bool(floor), {
                 "shape": name, "label": label, "dim": dim, "L": L, "N": N, "K": K, "batch": b, "path": "reference",
-                "device": dev.type, "dtype": str(dtype).replace("torch.", ""), "fwd_ms": None, "fwd_bwd_ms": None,
+                "device": dev.type, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+                "fwd_ms": None, "fwd_bwd_ms": None,
                 "saved_mb": None, "note": "skipped"})
     return rows
 
