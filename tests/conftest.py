@@ -49,6 +49,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def short_chunks(monkeypatch):
+    """Checkpoints every 3 steps on the CPU backends: chunk boundaries everywhere and a partial
+    last chunk."""
+    from scansearch.kernels import cpu_backend, torch_scan
+
+    monkeypatch.setattr(torch_scan, "_CHUNK_MIN", 3)
+    monkeypatch.setattr(torch_scan, "_CHUNK_MAX", 3)
+    monkeypatch.setattr(cpu_backend, "CHUNK", 3)
+
+
 def make_triton_import_fail(monkeypatch, exc):
     """Make ``import triton`` raise ``exc`` while its spec is still found (triton installed but broken)."""
     import builtins

@@ -159,13 +159,7 @@ def test_multi_scan_hypothesis(batch, H, W, K, dim, N, scan_order, has_D, has_z,
 
 @pytest.mark.parametrize("scan_order", [False, True])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_multi_scan_many_short_chunks(backend, monkeypatch, scan_order):
-    # checkpoints every 3 steps: chunk boundaries everywhere and a partial last chunk
-    from scansearch.kernels import cpu_backend, torch_scan
-
-    monkeypatch.setattr(torch_scan, "_CHUNK_MIN", 3)
-    monkeypatch.setattr(torch_scan, "_CHUNK_MAX", 3)
-    monkeypatch.setattr(cpu_backend, "CHUNK", 3)
+def test_multi_scan_many_short_chunks(backend, short_chunks, scan_order):
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 6, 4, scan_order=scan_order, seed=9)
     check_multi_scan(backend, x, orders, scan_order=scan_order)
     check_selective_scan(backend, make_selective_scan_inputs(2, 4, 20, 4, groups_B=2, groups_C=2, seed=4))

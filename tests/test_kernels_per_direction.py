@@ -60,13 +60,7 @@ def test_per_direction_dtypes(backend, dtype, scan_order, gate):
 
 @pytest.mark.parametrize("scan_order", [False, True])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_per_direction_many_short_chunks(backend, monkeypatch, scan_order):
-    # checkpoints every 3 steps: chunk boundaries everywhere and a partial last chunk
-    from scansearch.kernels import cpu_backend, torch_scan
-
-    monkeypatch.setattr(torch_scan, "_CHUNK_MIN", 3)
-    monkeypatch.setattr(torch_scan, "_CHUNK_MAX", 3)
-    monkeypatch.setattr(cpu_backend, "CHUNK", 3)
+def test_per_direction_many_short_chunks(backend, short_chunks, scan_order):
     x, orders = make_multi_scan_inputs(2, 4, 5, 3, 6, 4, scan_order=scan_order, has_weights=False, seed=9)
     check_multi_scan(backend, x, orders, scan_order=scan_order, merge=False)
 
