@@ -127,16 +127,13 @@ static inline vf vmin(vf a, vf b) { return vsel(a < b, a, b); }
 /* vmax(c, x) and vmin(c, x) return x where x is NaN (x86 returns the second operand, the
  * generic form the unselected one), so NaN flows through the clamps below. */
 
-/* 2^x: x = n + f with n an integer and |f| <= 1/2, a degree-5 polynomial for 2^f (fitted to
- * relative error 1.0e-7, 1.9e-7 after fp32 rounding), and n added to its exponent bits.
- * Clamped to [-126, 128]: 2^-126 (the smallest normal) stands for anything smaller, and
- * 2^128 is inf. Adding 1.5 * 2^23 rounds x to an integer n held in the low mantissa bits
+/* 2^x for x in [-126, 128]: x = n + f with n an integer and |f| <= 1/2, a degree-5
+ * polynomial for 2^f (fitted to relative error 1.0e-7, 1.9e-7 after fp32 rounding), and n
+ * added to its exponent bits. Adding 1.5 * 2^23 rounds x to an integer n held in the low mantissa bits
  * (two's complement below 2^22); shifted left by 23 they are n << 23, every higher bit
  * falling off. With x >= -126 the result's exponent field stays >= 1, so the integer add
  * of n to p's exponent is exact. */
-static inline vf vexp2(vf x) {
-    x = vmax(splat(-126.f), x);
-    x = vmin(splat(128.f), x);
+static inline vf vexp2_unclamped(vf x) {
     const vf magic = splat(12582912.f); /* 1.5 * 2^23 */
     vf t = x + magic;
     vf f = x - (t - magic);
@@ -148,6 +145,11 @@ static inline vf vexp2(vf x) {
     vf p = (p45 * f2 + p23) * f2 + p01;
     return (vf)((vi)p + ((vi)t << 23));
 }
+
+/* 2^x for any x: clamped to [-126, 128] first, so 2^-126 (the smallest normal) stands for
+ * anything smaller and 2^128 is inf. The recurrence skips the clamps for a chunk whose decay
+ * arguments are known to lie in range (see unclamped()). */
+static inline vf vexp2(vf x) { return vexp2_unclamped(vmin(splat(128.f), vmax(splat(-126.f), x))); }
 
 #define LOG2E 1.44269504088896341f
 
@@ -181,11 +183,6 @@ static inline vf vsigmoid(vf x) { return splat(1.f) / (splat(1.f) + vexp(-x)); }
 
 /* ---- shared pieces ------------------------------------------------------------------- */
 
-typedef struct {  /* one (direction, channel block): where it reads and what it keeps */
-    int64_t k, d0;
-    int nl;            /* live lanes: VL, or fewer in the last block */
-} Block;
-
 static inline int64_t src_row(const ScanArgs *a, int64_t k, int64_t t) {
     return a->gather ? a->orders[k * a->L + t] : t;
 }
@@ -194,172 +191,276 @@ static inline int64_t dst_row(const ScanArgs *a, int64_t k, int64_t t) {
     return a->mode == HEADS ? t : a->orders[k * a->L + t];
 }
 
-/* Discretisation inputs of one step: dt (after bias and softplus), the pre-softplus
- * sigmoid (for the backward) and u. */
-static inline void step_inputs(const ScanArgs *a, int64_t b, const Block *blk, int64_t src,
-                               vf *dt, vf *sig, vf *u) {
-    const int64_t K = a->K, dim = a->dim, L = a->L;
-    vf x = vload(a->delta + ((b * L + src) * K + blk->k) * dim + blk->d0, blk->nl);
-    if (a->bias) x += vload(a->bias + blk->k * dim + blk->d0, blk->nl);
-    if (a->softplus) {
-        if (sig) *sig = vsigmoid(x);
-        x = vsoftplus(x);
-    }
-    *dt = x;
-    if (a->u_shared)
-        *u = vload(a->u + (b * L + src) * dim + blk->d0, blk->nl);
-    else
-        *u = vload(a->u + ((b * L + src) * K + blk->k) * dim + blk->d0, blk->nl);
-}
-
 static inline int64_t nchunks(const ScanArgs *a) { return (a->L + a->chunk - 1) / a->chunk; }
 
 static inline float *ckpt_at(const ScanArgs *a, int64_t b, int64_t k, int64_t c) {
     return a->ckpts + ((b * a->K + k) * nchunks(a) + c) * a->N * a->dim;
 }
 
-/* Channel blocks of group g: [first, last) in units of VL channels. */
-static inline void group_blocks(const ScanArgs *a, int64_t g, int64_t *first, int64_t *last) {
-    int64_t nblk = (a->dim + VL - 1) / VL;
-    *first = g * nblk / a->groups;
-    *last = (g + 1) * nblk / a->groups;
+static inline int64_t num_blocks(const ScanArgs *a) { return (a->dim + VL - 1) / VL; }
+
+/* Channel blocks of group g: [first, first + nb) in units of VL channels. */
+static inline void group_blocks(const ScanArgs *a, int64_t g, int64_t *first, int64_t *nb) {
+    *first = g * num_blocks(a) / a->groups;
+    *nb = (g + 1) * num_blocks(a) / a->groups - *first;
 }
 
-static inline Block make_block(const ScanArgs *a, int64_t k, int64_t blk) {
-    Block r;
-    r.k = k;
-    r.d0 = blk * VL;
-    r.nl = (int)(a->dim - r.d0 < VL ? a->dim - r.d0 : VL);
-    return r;
+static inline int64_t max_group_blocks(const ScanArgs *a) { return (num_blocks(a) + a->groups - 1) / a->groups; }
+
+static inline int lanes_of(const ScanArgs *a, int64_t d0) { return (int)(a->dim - d0 < VL ? a->dim - d0 : VL); }
+
+static inline float hmax(vf v, int nl) {
+    float m = v[0];
+    for (int i = 1; i < nl; i++) m = v[i] > m || v[i] != v[i] ? v[i] : m;
+    return m;
+}
+
+static inline float hmin(vf v, int nl) {
+    float m = v[0];
+    for (int i = 1; i < nl; i++) m = v[i] < m || v[i] != v[i] ? v[i] : m;
+    return m;
+}
+
+/* The largest |A| of a block of direction k when every A there is <= 0, else -1: with it, a
+ * chunk whose dt log2(e) lies in [0, 126 / that] needs no clamping of the decays' exps. */
+static inline float decay_reach(const ScanArgs *a, int64_t k, int64_t d0, int nl) {
+    float reach = 0.f;
+    for (int64_t n = 0; n < a->N; n++) {
+        const float *row = a->At + (k * a->N + n) * a->dim + d0;
+        for (int i = 0; i < nl; i++) {
+            if (!(row[i] <= 0.f)) return -1.f; /* positive or NaN */
+            reach = -row[i] > reach ? -row[i] : reach;
+        }
+    }
+    return reach;
+}
+
+static inline int unclamped(float reach, vf lo, vf hi, int nl) {
+    if (reach < 0.f) return 0;
+    const float l = hmin(lo, nl), h = hmax(hi, nl);
+    return l >= 0.f && h * reach <= 120.f; /* NaN fails both comparisons: clamped */
+}
+
+/* A chunk's step inputs for every block of a unit, read row by row (one row's blocks are
+ * contiguous in memory): dt (after bias and softplus), dt log2(e), dt u and u at [i T + t]
+ * for block i, the pre-softplus sigmoid when `sig` is given (the backward), and the range of
+ * dt log2(e) per block in lo and hi. Also each step's rows: read, written, and of B and C. */
+typedef struct {
+    vf *dt, *dt2, *dtu, *u, *sig; /* nb x T */
+    vf *lo, *hi, *bias;           /* nb */
+    int64_t *src, *dst, *row;     /* T */
+} Steps;
+
+static inline void step_inputs(const ScanArgs *a, int64_t b, int64_t k, int64_t s, int64_t T, int64_t first,
+                               int64_t nb, Steps *st) {
+    const int64_t K = a->K, L = a->L, dim = a->dim, T0 = a->chunk;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t r = src_row(a, k, s + t);
+        st->src[t] = r;
+        st->dst[t] = dst_row(a, k, s + t);
+        st->row[t] = ((b * L + r) * K + k) * a->N;
+        const float *drow = a->delta + ((b * L + r) * K + k) * dim;
+        const float *urow = a->u_shared ? a->u + (b * L + r) * dim : a->u + ((b * L + r) * K + k) * dim;
+        for (int64_t i = 0; i < nb; i++) {
+            const int64_t d0 = (first + i) * VL;
+            const int nl = lanes_of(a, d0);
+            vf x = vload(drow + d0, nl) + st->bias[i];
+            if (a->softplus) {
+                if (st->sig) st->sig[i * T0 + t] = vsigmoid(x);
+                x = vsoftplus(x);
+            }
+            const vf u = vload(urow + d0, nl), x2 = x * LOG2E;
+            st->dt[i * T0 + t] = x;
+            st->dt2[i * T0 + t] = x2;
+            st->dtu[i * T0 + t] = x * u;
+            st->u[i * T0 + t] = u;
+            st->lo[i] = t == 0 ? x2 : vmin(st->lo[i], x2);
+            st->hi[i] = t == 0 ? x2 : vmax(st->hi[i], x2);
+        }
+    }
+}
+
+/* The recurrence h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t of one block over T steps for states
+ * [n0, n0 + G), t inner: the G states live in registers while the steps stream past.
+ * ys[t] += C_t . h_t (over those states) when ys is given; hs[(t + 1) N + n] = h_t and
+ * dA[t N + n] = exp(dt_t A_n) when hs is. */
+static inline __attribute__((always_inline)) void recur_group(const ScanArgs *a, const float *Ak, int nl,
+                                                               const int64_t *row, const vf *dt2, const vf *dtu,
+                                                               int64_t T, vf *h, vf *ys, vf *hs, vf *dA, int n0,
+                                                               const int G, const int N, const int clamp) {
+    vf An[4], hn[4];
+    for (int j = 0; j < G; j++) {
+        An[j] = vload(Ak + (int64_t)(n0 + j) * a->dim, nl);
+        hn[j] = h[n0 + j];
+    }
+    for (int64_t t = 0; t < T; t++) {
+        vf y = (vf){0};
+        for (int j = 0; j < G; j++) {
+            const int n = n0 + j;
+            const vf x = dt2[t] * An[j];
+            const vf da = clamp ? vexp2(x) : vexp2_unclamped(x);
+            hn[j] = da * hn[j] + dtu[t] * a->B[row[t] + n];
+            if (ys) y += hn[j] * a->C[row[t] + n];
+            if (hs) {
+                dA[t * N + n] = da;
+                hs[(t + 1) * N + n] = hn[j];
+            }
+        }
+        if (ys) ys[t] += y;
+    }
+    for (int j = 0; j < G; j++) h[n0 + j] = hn[j];
+}
+
+static inline __attribute__((always_inline)) void recur(const ScanArgs *a, const float *Ak, int nl,
+                                                         const int64_t *row, const vf *dt2, const vf *dtu,
+                                                         int64_t T, vf *h, vf *ys, vf *hs, vf *dA, const int N,
+                                                         const int clamp) {
+    int n = 0;
+    if (hs) /* four states at a time; the forward (ys) measured fastest one at a time */
+        for (; n + 4 <= N; n += 4) recur_group(a, Ak, nl, row, dt2, dtu, T, h, ys, hs, dA, n, 4, N, clamp);
+    for (; n < N; n++) recur_group(a, Ak, nl, row, dt2, dtu, T, h, ys, hs, dA, n, 1, N, clamp);
 }
 
 /* ---- forward --------------------------------------------------------------------------- */
 
-/* One chunk [s, e) of one block: states h (N vectors) carried in and out; ys[t] = C_t . h_t
- * + D u_t written to the output. n outer, t inner: one state lives in a register while the
- * decays of all steps stream past. */
-static inline __attribute__((always_inline)) void fwd_chunk(const ScanArgs *a, int64_t b, const Block *blk,
-                                                            int64_t s, int64_t e, vf *h, vf *dts, vf *dtus,
-                                                            vf *us, vf *ys, vf *dt2s, int64_t *src,
-                                                            const int N) {
-    /* src[t]: offset of step t's row of B and C */
-    const int64_t K = a->K, L = a->L, dim = a->dim;
-    const int64_t T = e - s;
-    for (int64_t t = 0; t < T; t++) {
-        const int64_t r = src_row(a, blk->k, s + t);
-        step_inputs(a, b, blk, r, &dts[t], NULL, &us[t]);
-        src[t] = ((b * L + r) * K + blk->k) * N; /* the step's B and C row */
-        dtus[t] = dts[t] * us[t];
-        dt2s[t] = dts[t] * LOG2E; /* exp(dt A) = 2^(dt log2(e) A) */
-        ys[t] = (vf){0};
-    }
-    const float *Ak = a->At + blk->k * N * dim + blk->d0;
-    for (int n = 0; n < N; n++) {
-        vf An = vload(Ak + (int64_t)n * dim, blk->nl);
-        vf hn = h[n];
-        for (int64_t t = 0; t < T; t++) {
-            hn = vexp2(dt2s[t] * An) * hn + dtus[t] * a->B[src[t] + n];
-            ys[t] += hn * a->C[src[t] + n];
-        }
-        h[n] = hn;
+typedef struct {
+    Steps st;
+    vf *ys, *hst, *D; /* nb x T; nb x N states waiting between chunks; nb */
+    float *reach;     /* nb */
+} Fwd;
+
+static size_t fwd_vectors(const ScanArgs *a) {
+    const size_t nb = (size_t)max_group_blocks(a), T = (size_t)a->chunk, N = (size_t)a->N;
+    return 5 * nb * T + nb * N + 4 * nb;
+}
+
+static void fwd_split(const ScanArgs *a, vf *m, float *reach, int64_t *idx, Fwd *f) {
+    const int64_t nb = max_group_blocks(a), T = a->chunk;
+    f->st.dt = m;
+    f->st.dt2 = f->st.dt + nb * T;
+    f->st.dtu = f->st.dt2 + nb * T;
+    f->st.u = f->st.dtu + nb * T;
+    f->ys = f->st.u + nb * T;
+    f->hst = f->ys + nb * T;
+    f->st.lo = f->hst + nb * a->N;
+    f->st.hi = f->st.lo + nb;
+    f->st.bias = f->st.hi + nb;
+    f->D = f->st.bias + nb;
+    f->st.sig = NULL;
+    f->reach = reach;
+    f->st.src = idx;
+    f->st.dst = idx + T;
+    f->st.row = idx + 2 * T;
+}
+
+static void per_block_constants(const ScanArgs *a, int64_t k, int64_t first, int64_t nb, vf *bias, vf *D,
+                                float *reach) {
+    for (int64_t i = 0; i < nb; i++) {
+        const int64_t d0 = (first + i) * VL;
+        const int nl = lanes_of(a, d0);
+        bias[i] = a->bias ? vload(a->bias + k * a->dim + d0, nl) : (vf){0};
+        D[i] = a->D ? vload(a->D + k * a->dim + d0, nl) : (vf){0};
+        reach[i] = decay_reach(a, k, d0, nl);
     }
 }
 
-static inline __attribute__((always_inline)) void fwd_unit(const ScanArgs *a, int64_t unit, vf *scratch,
-                                                           int64_t *src, const int N) {
-    const int64_t L = a->L, K = a->K, dim = a->dim, T = a->chunk;
+static inline __attribute__((always_inline)) void fwd_unit(const ScanArgs *a, int64_t unit, Fwd *f, const int N) {
+    const int64_t L = a->L, K = a->K, dim = a->dim, T0 = a->chunk;
     const int64_t b = unit / a->groups, g = unit % a->groups;
-    int64_t first, last;
-    group_blocks(a, g, &first, &last);
-    vf *dts = scratch, *dtus = dts + T, *us = dtus + T, *ys = us + T, *dt2s = ys + T, *hst = dt2s + T;
-    /* chunk-major, blocks inside: the blocks of one chunk read the same few rows (cache lines)
-     * one after another; each block's states wait in hst between chunks */
+    int64_t first, nb;
+    group_blocks(a, g, &first, &nb);
+    /* chunk-major: a chunk's rows are read (and its outputs written) once, row by row, for all
+     * the unit's blocks; each block's states wait in hst between chunks */
     for (int64_t k = 0; k < K; k++) {
         const float wk = a->weights ? a->weights[k] : 1.f;
-        for (int64_t j = 0; j < (last - first) * N; j++) hst[j] = (vf){0};
-        for (int64_t c = 0, s = 0; s < L; c++, s += T) {
-            const int64_t e = s + T < L ? s + T : L;
-            for (int64_t bi = first; bi < last; bi++) {
-                Block blk = make_block(a, k, bi);
-                vf *h = hst + (bi - first) * N;
-                vf Dk = a->D ? vload(a->D + k * dim + blk.d0, blk.nl) : (vf){0};
-                fwd_chunk(a, b, &blk, s, e, h, dts, dtus, us, ys, dt2s, src, N);
-                float *ck = ckpt_at(a, b, k, c) + blk.d0;
-                for (int n = 0; n < N; n++) vstore(ck + (int64_t)n * dim, h[n], blk.nl);
-                for (int64_t t = 0; t < e - s; t++) {
-                    vf y = ys[t] + Dk * us[t];
-                    int64_t row = dst_row(a, k, s + t);
+        per_block_constants(a, k, first, nb, f->st.bias, f->D, f->reach);
+        for (int64_t j = 0; j < nb * N; j++) f->hst[j] = (vf){0};
+        for (int64_t c = 0, s = 0; s < L; c++, s += T0) {
+            const int64_t T = s + T0 < L ? T0 : L - s;
+            step_inputs(a, b, k, s, T, first, nb, &f->st);
+            for (int64_t i = 0; i < nb; i++) {
+                const int64_t d0 = (first + i) * VL;
+                const int nl = lanes_of(a, d0);
+                vf *h = f->hst + i * N, *ys = f->ys + i * T0;
+                const vf *dt2 = f->st.dt2 + i * T0, *dtu = f->st.dtu + i * T0;
+                const float *Ak = a->At + k * N * dim + d0;
+                for (int64_t t = 0; t < T; t++) ys[t] = (vf){0};
+                if (unclamped(f->reach[i], f->st.lo[i], f->st.hi[i], nl))
+                    recur(a, Ak, nl, f->st.row, dt2, dtu, T, h, ys, NULL, NULL, N, 0);
+                else
+                    recur(a, Ak, nl, f->st.row, dt2, dtu, T, h, ys, NULL, NULL, N, 1);
+                float *ck = ckpt_at(a, b, k, c) + d0;
+                for (int n = 0; n < N; n++) vstore(ck + (int64_t)n * dim, h[n], nl);
+            }
+            for (int64_t t = 0; t < T; t++) {
+                float *orow = a->mode == MERGE ? a->out + (b * L + f->st.dst[t]) * dim
+                                               : a->out + ((b * L + f->st.dst[t]) * K + k) * dim;
+                for (int64_t i = 0; i < nb; i++) {
+                    const int64_t d0 = (first + i) * VL;
+                    const int nl = lanes_of(a, d0);
+                    const vf y = f->ys[i * T0 + t] + f->D[i] * f->st.u[i * T0 + t];
                     if (a->mode == MERGE) {
-                        float *o = a->out + (b * L + row) * dim + blk.d0;
-                        vf acc = k == 0 ? (vf){0} : vload(o, blk.nl);
-                        vstore(o, acc + y * wk, blk.nl);
+                        const vf acc = k == 0 ? (vf){0} : vload(orow + d0, nl);
+                        vstore(orow + d0, acc + y * wk, nl);
                     } else {
-                        vstore(a->out + ((b * L + row) * K + k) * dim + blk.d0, y, blk.nl);
+                        vstore(orow + d0, y, nl);
                     }
                 }
             }
         }
     }
     if (!a->z) return;
-    /* the gate: out = ysum * silu(z), ysum kept for the backward */
+    /* the gate, row by row: out = ysum * silu(z), ysum kept for the backward */
     const int64_t dirs = a->mode == MERGE ? 1 : K;
-    for (int64_t bi = first; bi < last; bi++) {
-        Block blk = make_block(a, 0, bi);
-        for (int64_t l = 0; l < L; l++) {
-            vf gate = (vf){0};
-            if (a->mode != HEADS) {
-                vf z = vload(a->z + (b * L + l) * dim + blk.d0, blk.nl);
-                gate = z * vsigmoid(z);
-            }
-            for (int64_t k = 0; k < dirs; k++) {
-                int64_t off = (a->mode == MERGE ? (b * L + l) * dim : ((b * L + l) * K + k) * dim) + blk.d0;
-                if (a->mode == HEADS) {
-                    vf z = vload(a->z + off, blk.nl);
-                    gate = z * vsigmoid(z);
-                }
-                vf y = vload(a->out + off, blk.nl);
-                vstore(a->ysum + off, y, blk.nl);
-                vstore(a->out + off, y * gate, blk.nl);
+    for (int64_t l = 0; l < L; l++) {
+        for (int64_t k = 0; k < dirs; k++) {
+            const int64_t base = a->mode == MERGE ? (b * L + l) * dim : ((b * L + l) * K + k) * dim;
+            const float *zrow = a->z + (a->mode == HEADS ? base : (b * L + l) * dim);
+            for (int64_t i = 0; i < nb; i++) {
+                const int64_t d0 = (first + i) * VL;
+                const int nl = lanes_of(a, d0);
+                const vf z = vload(zrow + d0, nl), y = vload(a->out + base + d0, nl);
+                vstore(a->ysum + base + d0, y, nl);
+                vstore(a->out + base + d0, y * (z * vsigmoid(z)), nl);
             }
         }
     }
 }
 
-static void fwd_unit_any(const ScanArgs *a, int64_t unit, vf *scratch, int64_t *src) {
-    fwd_unit(a, unit, scratch, src, (int)a->N);
-}
-
-static void fwd_unit_16(const ScanArgs *a, int64_t unit, vf *scratch, int64_t *src) {
-    fwd_unit(a, unit, scratch, src, 16);
-}
+static void fwd_unit_any(const ScanArgs *a, int64_t unit, Fwd *f) { fwd_unit(a, unit, f, (int)a->N); }
+static void fwd_unit_16(const ScanArgs *a, int64_t unit, Fwd *f) { fwd_unit(a, unit, f, 16); }
 
 static int64_t threads_for(const ScanArgs *a, int64_t units) {
     int64_t t = a->threads < 1 ? 1 : a->threads;
     return t < units ? t : units;
 }
 
+static void *alloc_vectors(size_t n) { return aligned_alloc(64, ((n * sizeof(vf) + 63) / 64) * 64); }
+
 int scan_forward(const ScanArgs *a) {
     const int64_t units = a->batch * a->groups;
-    const int64_t nblk = (a->dim + VL - 1) / VL, blocks = (nblk + a->groups - 1) / a->groups;
-    const size_t per = (size_t)(blocks * a->N + 5 * a->chunk);
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(a, units)) reduction(| : failed)
     {
-        vf *scratch = aligned_alloc(64, ((per * sizeof(vf) + 63) / 64) * 64);
-        int64_t *src = malloc((size_t)a->chunk * sizeof(int64_t));
-        const int ok = scratch && src; /* every thread must reach the worksharing loop */
+        vf *mem = alloc_vectors(fwd_vectors(a));
+        float *reach = malloc((size_t)max_group_blocks(a) * sizeof(float));
+        int64_t *idx = malloc(3 * (size_t)a->chunk * sizeof(int64_t));
+        const int ok = mem && reach && idx; /* every thread must reach the worksharing loop */
         failed = !ok;
+        Fwd f = {0};
+        if (ok) fwd_split(a, mem, reach, idx, &f);
 #pragma omp for schedule(static)
         for (int64_t unit = 0; unit < units; unit++) {
             if (!ok)
                 failed = 1;
             else if (a->N == 16)
-                fwd_unit_16(a, unit, scratch, src);
+                fwd_unit_16(a, unit, &f);
             else
-                fwd_unit_any(a, unit, scratch, src);
+                fwd_unit_any(a, unit, &f);
         }
-        free(scratch);
-        free(src);
+        free(mem);
+        free(reach);
+        free(idx);
     }
     return failed ? -1 : 0;
 }
@@ -367,204 +468,223 @@ int scan_forward(const ScanArgs *a) {
 /* ---- backward -------------------------------------------------------------------------- */
 
 typedef struct {  /* a unit's working memory */
-    vf *hs;        /* (T + 1) x N: h before the chunk, then after each step */
-    vf *dA;        /* T x N decays */
-    vf *gBv, *gCv; /* T x N lane partials of dB, dC, summed over the group's blocks */
-    vf *carry;     /* blocks x N: gradient reaching the chunk's last state from the next chunk */
-    vf *gAacc;     /* blocks x N */
-    vf *gDacc, *gbacc; /* blocks */
-    vf *dts, *dt2s, *sigs, *us, *ys, *gys, *ghB, *gdtA; /* T each */
-    int64_t *src, *dst, *row; /* per step: rows read and written, offset of its B and C row */
-} Work;
+    Steps st;
+    vf *gy, *gyu, *gdt, *gu; /* nb x T: weighted and unweighted output gradient; dt's and u's */
+    vf *carry, *gA;          /* nb x N: gradient reaching a chunk's last state from the next; dA */
+    vf *gD, *gb, *D;         /* nb */
+    vf *hs, *dA;             /* (T + 1) x N: h before the chunk, then after each step; T x N decays */
+    vf *gBv, *gCv;           /* T x N lane partials of dB, dC, summed over the unit's blocks */
+    vf *ghB, *gdtA;          /* T */
+    float *reach;            /* nb */
+} Bwd;
 
-static size_t work_vectors(const ScanArgs *a, int64_t blocks) {
-    const size_t T = (size_t)a->chunk, N = (size_t)a->N;
-    return (T + 1) * N + 3 * T * N + 2 * (size_t)blocks * N + 2 * (size_t)blocks + 8 * T;
+static size_t bwd_vectors(const ScanArgs *a) {
+    const size_t nb = (size_t)max_group_blocks(a), T = (size_t)a->chunk, N = (size_t)a->N;
+    return 9 * nb * T + 2 * nb * N + 6 * nb + (T + 1) * N + 3 * T * N + 2 * T;
 }
 
-static void work_split(const ScanArgs *a, int64_t blocks, vf *mem, Work *w) {
-    const int64_t T = a->chunk, N = a->N;
-    w->hs = mem;
+static void bwd_split(const ScanArgs *a, vf *m, float *reach, int64_t *idx, Bwd *w) {
+    const int64_t nb = max_group_blocks(a), T = a->chunk, N = a->N;
+    vf **nbT[] = {&w->st.dt, &w->st.dt2, &w->st.dtu, &w->st.u, &w->st.sig, &w->gy, &w->gyu, &w->gdt, &w->gu};
+    for (size_t j = 0; j < sizeof nbT / sizeof *nbT; j++, m += nb * T) *nbT[j] = m;
+    w->carry = m;
+    w->gA = w->carry + nb * N;
+    w->gD = w->gA + nb * N;
+    w->gb = w->gD + nb;
+    w->D = w->gb + nb;
+    w->st.lo = w->D + nb;
+    w->st.hi = w->st.lo + nb;
+    w->st.bias = w->st.hi + nb;
+    w->hs = w->st.bias + nb;
     w->dA = w->hs + (T + 1) * N;
     w->gBv = w->dA + T * N;
     w->gCv = w->gBv + T * N;
-    w->carry = w->gCv + T * N;
-    w->gAacc = w->carry + blocks * N;
-    w->gDacc = w->gAacc + blocks * N;
-    w->gbacc = w->gDacc + blocks;
-    w->dts = w->gbacc + blocks;
-    w->dt2s = w->dts + T;
-    w->sigs = w->dt2s + T;
-    w->us = w->sigs + T;
-    w->ys = w->us + T;
-    w->gys = w->ys + T;
-    w->ghB = w->gys + T;
+    w->ghB = w->gCv + T * N;
     w->gdtA = w->ghB + T;
+    w->reach = reach;
+    w->st.src = idx;
+    w->st.dst = idx + T;
+    w->st.row = idx + 2 * T;
 }
 
-/* One chunk of one block, backwards: recompute the states from the checkpoint, then walk
- * the adjoint recurrence gh_t = gy_t C_t + dA_{t+1} gh_{t+1} in reverse. */
-static inline __attribute__((always_inline)) void bwd_chunk(const ScanArgs *a, int64_t b, const Block *blk,
-                                                            int64_t bi, int64_t c, int64_t s, int64_t e,
-                                                            Work *w, int want_w, vf *gw_acc, int first_k,
-                                                            const int N) {
-    const int64_t K = a->K, L = a->L, dim = a->dim;
-    const int64_t T = e - s, k = blk->k;
-    const float wk = a->weights ? a->weights[k] : 1.f;
-    vf *carry = w->carry + bi * N, *gA = w->gAacc + bi * N;
-    /* states before the chunk */
+/* The adjoint recurrence for states [n0, n0 + G) of one block over a chunk, t backwards:
+ * gh_t = gy_t C_t + carry, carry = dA_t gh_t; the gradients of dt A (summed over states,
+ * into gdtA), A, B (lane partials gBv), C (gCv) and of dt u B (summed over states, ghB). */
+static inline __attribute__((always_inline)) void adjoint(const ScanArgs *a, Bwd *w, const float *Ak, int nl,
+                                                          const int64_t *row, const vf *gy, const vf *dt,
+                                                          const vf *dtu, int64_t T, vf *carry, vf *gA, int n0,
+                                                          const int G, const int N) {
+    vf An[4], cr[4], ga[4];
+    for (int j = 0; j < G; j++) {
+        An[j] = vload(Ak + (int64_t)(n0 + j) * a->dim, nl);
+        cr[j] = carry[n0 + j];
+        ga[j] = gA[n0 + j];
+    }
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const vf gyt = gy[t], dtt = dt[t], dtut = dtu[t];
+        vf sA = (vf){0}, sB = (vf){0};
+        for (int j = 0; j < G; j++) {
+            const int n = n0 + j;
+            const vf g = gyt * a->C[row[t] + n] + cr[j];
+            w->gCv[t * N + n] += gyt * w->hs[(t + 1) * N + n];
+            const vf da = w->dA[t * N + n];
+            const vf X = g * da * w->hs[t * N + n];
+            sA += X * An[j];
+            ga[j] += X * dtt;
+            sB += g * a->B[row[t] + n];
+            w->gBv[t * N + n] += g * dtut;
+            cr[j] = da * g;
+        }
+        w->gdtA[t] += sA;
+        w->ghB[t] += sB;
+    }
+    for (int j = 0; j < G; j++) {
+        carry[n0 + j] = cr[j];
+        gA[n0 + j] = ga[j];
+    }
+}
+
+/* One chunk of block i, backwards: recompute its states from the checkpoint, then walk the
+ * adjoint recurrence gh_t = gy_t C_t + dA_{t+1} gh_{t+1} in reverse. */
+static inline __attribute__((always_inline)) void bwd_block(const ScanArgs *a, int64_t b, int64_t k, int64_t c,
+                                                            int64_t i, int64_t d0, int64_t T, Bwd *w,
+                                                            int want_w, vf *gw_acc, const int N) {
+    const int64_t dim = a->dim, T0 = a->chunk;
+    const int nl = lanes_of(a, d0);
+    const vf *dt = w->st.dt + i * T0, *dt2 = w->st.dt2 + i * T0, *dtu = w->st.dtu + i * T0;
+    const vf *u = w->st.u + i * T0, *gy = w->gy + i * T0;
+    const int64_t *row = w->st.row;
+    vf *carry = w->carry + i * N, *gA = w->gA + i * N;
+    const float *Ak = a->At + k * N * dim + d0;
     if (c == 0) {
         for (int n = 0; n < N; n++) w->hs[n] = (vf){0};
     } else {
-        const float *ck = ckpt_at(a, b, k, c - 1) + blk->d0;
-        for (int n = 0; n < N; n++) w->hs[n] = vload(ck + (int64_t)n * dim, blk->nl);
+        const float *ck = ckpt_at(a, b, k, c - 1) + d0;
+        for (int n = 0; n < N; n++) w->hs[n] = vload(ck + (int64_t)n * dim, nl);
+    }
+    vf h[N];
+    for (int n = 0; n < N; n++) h[n] = w->hs[n];
+    if (unclamped(w->reach[i], w->st.lo[i], w->st.hi[i], nl))
+        recur(a, Ak, nl, row, dt2, dtu, T, h, NULL, w->hs, w->dA, N, 0);
+    else
+        recur(a, Ak, nl, row, dt2, dtu, T, h, NULL, w->hs, w->dA, N, 1);
+    if (want_w) { /* dL/dw_k = sum gg * y_k, y_k = C . h + D u */
+        const vf *gyu = w->gyu + i * T0;
+        for (int64_t t = 0; t < T; t++) {
+            vf y = w->D[i] * u[t];
+            for (int n = 0; n < N; n++) y += w->hs[(t + 1) * N + n] * a->C[row[t] + n];
+            *gw_acc += gyu[t] * y;
+        }
     }
     for (int64_t t = 0; t < T; t++) {
-        w->src[t] = src_row(a, k, s + t);
-        w->dst[t] = dst_row(a, k, s + t);
-        w->row[t] = ((b * L + w->src[t]) * K + k) * N;
-        step_inputs(a, b, blk, w->src[t], &w->dts[t], &w->sigs[t], &w->us[t]);
-        w->dt2s[t] = w->dts[t] * LOG2E;
-        const float *g;
-        if (a->mode == MERGE)
-            g = a->gg + (b * L + w->dst[t]) * dim + blk->d0;
-        else
-            g = a->gg + ((b * L + w->dst[t]) * K + k) * dim + blk->d0;
-        vf gu = vload(g, blk->nl);
-        w->gys[t] = gu * wk;
-        w->ys[t] = gu; /* the unweighted output gradient, for the weights' gradient below */
         w->ghB[t] = (vf){0};
         w->gdtA[t] = (vf){0};
     }
-    const float *Ak = a->At + k * N * dim + blk->d0;
-    /* recompute: hs[t + 1] = h_t, dA[t] = exp(dt_t A) */
-    for (int n = 0; n < N; n++) {
-        vf An = vload(Ak + (int64_t)n * dim, blk->nl);
-        vf hn = w->hs[n];
-        for (int64_t t = 0; t < T; t++) {
-            vf da = vexp2(w->dt2s[t] * An);
-            hn = da * hn + (w->dts[t] * w->us[t]) * a->B[w->row[t] + n];
-            w->dA[t * N + n] = da;
-            w->hs[(t + 1) * N + n] = hn;
-        }
-    }
-    if (want_w) { /* dL/dw_k = sum gg * y_k, y_k = C . h + D u */
-        vf Dk = a->D ? vload(a->D + k * dim + blk->d0, blk->nl) : (vf){0};
-        for (int64_t t = 0; t < T; t++) {
-            vf y = Dk * w->us[t];
-            for (int n = 0; n < N; n++) y += w->hs[(t + 1) * N + n] * a->C[w->row[t] + n];
-            *gw_acc += w->ys[t] * y;
-        }
-    }
-    /* adjoint, n outer and t backwards */
-    for (int n = 0; n < N; n++) {
-        vf An = vload(Ak + (int64_t)n * dim, blk->nl);
-        vf cr = carry[n], ga = gA[n];
-        for (int64_t t = T - 1; t >= 0; t--) {
-            const int64_t row = w->row[t];
-            vf g = w->gys[t] * a->C[row + n] + cr;
-            w->gCv[t * N + n] += w->gys[t] * w->hs[(t + 1) * N + n];
-            vf da = w->dA[t * N + n];
-            vf X = g * da * w->hs[t * N + n];
-            w->gdtA[t] += X * An;
-            ga += X * w->dts[t];
-            w->ghB[t] += g * a->B[row + n];
-            w->gBv[t * N + n] += g * (w->dts[t] * w->us[t]);
-            cr = da * g;
-        }
-        carry[n] = cr;
-        gA[n] = ga;
-    }
-    vf Dk = a->D ? vload(a->D + k * dim + blk->d0, blk->nl) : (vf){0};
+    /* adjoint, t backwards, four states at a time (their sums over states stay in registers) */
+    int n = 0;
+    for (; n + 4 <= N; n += 4) adjoint(a, w, Ak, nl, row, gy, dt, dtu, T, carry, gA, n, 4, N);
+    for (; n < N; n++) adjoint(a, w, Ak, nl, row, gy, dt, dtu, T, carry, gA, n, 1, N);
+    const vf *sig = w->st.sig + i * T0;
+    vf *gdt = w->gdt + i * T0, *gu = w->gu + i * T0;
     for (int64_t t = 0; t < T; t++) {
-        vf gdt = w->gdtA[t] + w->us[t] * w->ghB[t];
-        vf gu = w->dts[t] * w->ghB[t] + Dk * w->gys[t];
-        w->gDacc[bi] += w->gys[t] * w->us[t];
-        if (a->softplus) gdt *= w->sigs[t];
-        w->gbacc[bi] += gdt;
-        if (a->gdelta) vstore(a->gdelta + ((b * L + w->src[t]) * K + k) * dim + blk->d0, gdt, blk->nl);
-        if (a->gu) {
-            if (a->u_shared) {
-                float *p = a->gu + (b * L + w->src[t]) * dim + blk->d0;
-                vstore(p, first_k ? gu : gu + vload(p, blk->nl), blk->nl);
-            } else {
-                vstore(a->gu + ((b * L + w->src[t]) * K + k) * dim + blk->d0, gu, blk->nl);
-            }
-        }
+        vf d = w->gdtA[t] + u[t] * w->ghB[t];
+        gu[t] = dt[t] * w->ghB[t] + w->D[i] * gy[t];
+        w->gD[i] += gy[t] * u[t];
+        if (a->softplus) d *= sig[t];
+        w->gb[i] += d;
+        gdt[t] = d;
     }
 }
 
-static inline __attribute__((always_inline)) void bwd_unit(const ScanArgs *a, int64_t unit, Work *w,
-                                                           const int N) {
-    const int64_t L = a->L, K = a->K, dim = a->dim, T = a->chunk;
+static inline __attribute__((always_inline)) void bwd_unit(const ScanArgs *a, int64_t unit, Bwd *w, const int N) {
+    const int64_t L = a->L, K = a->K, dim = a->dim, T0 = a->chunk;
     const int64_t b = unit / a->groups, g = unit % a->groups;
-    int64_t first, last;
-    group_blocks(a, g, &first, &last);
-    const int64_t nb = last - first, nc = nchunks(a);
+    int64_t first, nb;
+    group_blocks(a, g, &first, &nb);
+    const int64_t nc = nchunks(a);
     const int want_w = a->gw != NULL;
     for (int64_t k = 0; k < K; k++) {
+        const float wk = a->weights ? a->weights[k] : 1.f;
         vf gw_acc = (vf){0};
+        per_block_constants(a, k, first, nb, w->st.bias, w->D, w->reach);
         for (int64_t i = 0; i < nb; i++) {
-            Block blk = make_block(a, k, first + i);
+            const int64_t d0 = (first + i) * VL;
+            const int nl = lanes_of(a, d0);
             for (int n = 0; n < N; n++) {
                 w->carry[i * N + n] = a->g_last
-                    ? vload(a->g_last + ((b * K + k) * N + n) * dim + blk.d0, blk.nl) : (vf){0};
-                w->gAacc[i * N + n] = (vf){0};
+                    ? vload(a->g_last + ((b * K + k) * N + n) * dim + d0, nl) : (vf){0};
+                w->gA[i * N + n] = (vf){0};
             }
-            w->gDacc[i] = (vf){0};
-            w->gbacc[i] = (vf){0};
+            w->gD[i] = (vf){0};
+            w->gb[i] = (vf){0};
         }
         for (int64_t c = nc - 1; c >= 0; c--) {
-            const int64_t s = c * T, e = s + T < L ? s + T : L;
-            for (int64_t j = 0; j < (e - s) * N; j++) {
+            const int64_t s = c * T0, T = s + T0 < L ? T0 : L - s;
+            step_inputs(a, b, k, s, T, first, nb, &w->st);
+            for (int64_t t = 0; t < T; t++) { /* the output gradient each step receives, row by row */
+                const float *grow = a->mode == MERGE ? a->gg + (b * L + w->st.dst[t]) * dim
+                                                     : a->gg + ((b * L + w->st.dst[t]) * K + k) * dim;
+                for (int64_t i = 0; i < nb; i++) {
+                    const int64_t d0 = (first + i) * VL;
+                    const vf v = vload(grow + d0, lanes_of(a, d0));
+                    w->gyu[i * T0 + t] = v;
+                    w->gy[i * T0 + t] = v * wk;
+                }
+            }
+            for (int64_t j = 0; j < T * N; j++) {
                 w->gBv[j] = (vf){0};
                 w->gCv[j] = (vf){0};
             }
-            for (int64_t i = 0; i < nb; i++) {
-                Block blk = make_block(a, k, first + i);
-                bwd_chunk(a, b, &blk, i, c, s, e, w, want_w, &gw_acc, k == 0, N);
-            }
-            for (int64_t t = 0; t < e - s; t++) {
-                const int64_t row = (((g * a->batch + b) * L + w->src[t]) * K + k) * N;
+            for (int64_t i = 0; i < nb; i++)
+                bwd_block(a, b, k, c, i, (first + i) * VL, T, w, want_w, &gw_acc, N);
+            for (int64_t t = 0; t < T; t++) {
+                const int64_t r = w->st.src[t];
+                const int64_t brow = (((g * a->batch + b) * L + r) * K + k) * N;
                 for (int n = 0; n < N; n++) {
-                    a->gB[row + n] = hsum(w->gBv[t * N + n]);
-                    a->gC[row + n] = hsum(w->gCv[t * N + n]);
+                    a->gB[brow + n] = hsum(w->gBv[t * N + n]);
+                    a->gC[brow + n] = hsum(w->gCv[t * N + n]);
+                }
+                float *drow = a->gdelta ? a->gdelta + ((b * L + r) * K + k) * dim : NULL;
+                float *urow = !a->gu ? NULL : a->u_shared ? a->gu + (b * L + r) * dim
+                                                          : a->gu + ((b * L + r) * K + k) * dim;
+                for (int64_t i = 0; i < nb; i++) {
+                    const int64_t d0 = (first + i) * VL;
+                    const int nl = lanes_of(a, d0);
+                    if (drow) vstore(drow + d0, w->gdt[i * T0 + t], nl);
+                    if (urow) {
+                        const vf v = w->gu[i * T0 + t];
+                        vstore(urow + d0, a->u_shared && k > 0 ? v + vload(urow + d0, nl) : v, nl);
+                    }
                 }
             }
         }
         for (int64_t i = 0; i < nb; i++) {
-            Block blk = make_block(a, k, first + i);
+            const int64_t d0 = (first + i) * VL;
+            const int nl = lanes_of(a, d0);
             for (int n = 0; n < N; n++)
-                vstore(a->gA + ((b * K + k) * N + n) * dim + blk.d0, w->gAacc[i * N + n], blk.nl);
-            if (a->gD) vstore(a->gD + (b * K + k) * dim + blk.d0, w->gDacc[i], blk.nl);
-            if (a->gbias) vstore(a->gbias + (b * K + k) * dim + blk.d0, w->gbacc[i], blk.nl);
+                vstore(a->gA + ((b * K + k) * N + n) * dim + d0, w->gA[i * N + n], nl);
+            if (a->gD) vstore(a->gD + (b * K + k) * dim + d0, w->gD[i], nl);
+            if (a->gbias) vstore(a->gbias + (b * K + k) * dim + d0, w->gb[i], nl);
         }
         if (want_w) a->gw[(b * a->groups + g) * K + k] = hsum(gw_acc);
     }
 }
 
-static void bwd_unit_any(const ScanArgs *a, int64_t unit, Work *w) { bwd_unit(a, unit, w, (int)a->N); }
-static void bwd_unit_16(const ScanArgs *a, int64_t unit, Work *w) { bwd_unit(a, unit, w, 16); }
+static void bwd_unit_any(const ScanArgs *a, int64_t unit, Bwd *w) { bwd_unit(a, unit, w, (int)a->N); }
+static void bwd_unit_16(const ScanArgs *a, int64_t unit, Bwd *w) { bwd_unit(a, unit, w, 16); }
 
 int scan_backward(const ScanArgs *a) {
     const int64_t units = a->batch * a->groups;
-    const int64_t nblk = (a->dim + VL - 1) / VL;
-    const int64_t blocks = (nblk + a->groups - 1) / a->groups;
-    const size_t bytes = ((work_vectors(a, blocks) * sizeof(vf) + 63) / 64) * 64;
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(a, units)) reduction(| : failed)
     {
-        vf *mem = aligned_alloc(64, bytes);
+        vf *mem = alloc_vectors(bwd_vectors(a));
+        float *reach = malloc((size_t)max_group_blocks(a) * sizeof(float));
         int64_t *idx = malloc(3 * (size_t)a->chunk * sizeof(int64_t));
-        const int ok = mem && idx; /* every thread must reach the worksharing loop */
+        const int ok = mem && reach && idx; /* every thread must reach the worksharing loop */
         failed = !ok;
-        Work w = {0};
-        if (ok) {
-            work_split(a, blocks, mem, &w);
-            w.src = idx;
-            w.dst = idx + a->chunk;
-            w.row = idx + 2 * a->chunk;
-        }
+        Bwd w = {0};
+        if (ok) bwd_split(a, mem, reach, idx, &w);
 #pragma omp for schedule(static)
         for (int64_t unit = 0; unit < units; unit++) {
             if (!ok)
@@ -575,6 +695,7 @@ int scan_backward(const ScanArgs *a) {
                 bwd_unit_any(a, unit, &w);
         }
         free(mem);
+        free(reach);
         free(idx);
     }
     return failed ? -1 : 0;

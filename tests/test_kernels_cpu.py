@@ -137,6 +137,22 @@ def test_decays_across_the_float32_range():
     assert torch.isnan(y[0, :, 0]).all() and torch.isfinite(y[0, :, 1:]).all()
 
 
+@pytest.mark.parametrize("scale", [400.0, -400.0], ids=["decays-below-2^-126", "growth-above-2^128"])
+def test_decays_beyond_the_exp_range_are_clamped_not_wrapped(scale):
+    """dt A far below -87 (decay 0) or, for a positive A, above 88 (inf): the kernel's exp must
+    clamp, where a chunk's arguments leave its range, rather than wrap the exponent bits."""
+    x, orders = make_multi_scan_inputs(1, 4, 5, 2, 9, 4, has_z=False, has_weights=False, seed=12)
+    x["A"] = x["A"] * scale  # A in [-200, 0] (or [0, 200] for a negative scale); dt in (0.69, 1.5)
+    args = [x[k] for k in KEYS]
+    out = multi_scan(*args, orders, None, x["delta_bias"], True, backend="cpu")
+    torch_path = multi_scan(*args, orders, None, x["delta_bias"], True, backend="torch")
+    if scale > 0:
+        ref = multi_scan_ref(*[a.double() for a in args], orders, None, x["delta_bias"].double(), True)
+        torch.testing.assert_close(out.double(), ref, rtol=6e-4, atol=2e-3)
+    else:  # the states overflow: inf and NaN where the torch path has them, nothing finite made up
+        assert torch.equal(torch.isfinite(out), torch.isfinite(torch_path))
+
+
 def test_float64_runs_on_the_torch_code():
     x, orders = make_multi_scan_inputs(2, 3, 4, 2, 5, 4, dtype=torch.float64, seed=1)
     args = [x[k] for k in KEYS]
