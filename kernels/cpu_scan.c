@@ -137,12 +137,11 @@ static inline vf vexp2_unclamped(vf x) {
     const vf magic = splat(12582912.f); /* 1.5 * 2^23 */
     vf t = x + magic;
     vf f = x - (t - magic);
-    /* Estrin's scheme: a shorter dependency chain than Horner's, so more exps overlap */
-    vf f2 = f * f;
-    vf p01 = splat(6.93146856e-1f) * f + splat(1.f);
-    vf p23 = splat(5.55089295e-2f) * f + splat(2.40222380e-1f);
-    vf p45 = splat(1.32186725e-3f) * f + splat(9.67169794e-3f);
-    vf p = (p45 * f2 + p23) * f2 + p01;
+    vf p = splat(1.32186725e-3f) * f + splat(9.67169794e-3f);
+    p = p * f + splat(5.55089295e-2f);
+    p = p * f + splat(2.40222380e-1f);
+    p = p * f + splat(6.93146856e-1f);
+    p = p * f + splat(1.f);
     return (vf)((vi)p + ((vi)t << 23));
 }
 
@@ -315,9 +314,8 @@ static inline __attribute__((always_inline)) void recur(const ScanArgs *a, const
                                                          const int64_t *row, const vf *dt2, const vf *dtu,
                                                          int64_t T, vf *h, vf *ys, vf *hs, vf *dA, const int N,
                                                          const int clamp) {
-    int n = 0;
-    if (hs) /* four states at a time; the forward (ys) measured fastest one at a time */
-        for (; n + 4 <= N; n += 4) recur_group(a, Ak, nl, row, dt2, dtu, T, h, ys, hs, dA, n, 4, N, clamp);
+    int n = 0; /* four states at a time: four independent chains per step */
+    for (; n + 4 <= N; n += 4) recur_group(a, Ak, nl, row, dt2, dtu, T, h, ys, hs, dA, n, 4, N, clamp);
     for (; n < N; n++) recur_group(a, Ak, nl, row, dt2, dtu, T, h, ys, hs, dA, n, 1, N, clamp);
 }
 
