@@ -198,11 +198,13 @@ def scan_timing(s: Settings, progress) -> list[dict]:
     rows = [r for r in run_kernel_bench(device=s.device, shapes=s.kernel_shapes, batch=s.kernel_batch,
                                         repeats=s.kernel_repeats, include_reference=False)
             if r["fwd_ms"] is not None]  # the skipped reference rows
-    _, cells = table_rows(rows)
+    columns, cells = table_rows(rows)
     out = []
-    for r, (_, _, _, path, fwd, fwd_bwd, saved, note) in zip(rows, cells):
-        out.append(row("scan timing", f"{r['shape']} b={r['batch']} {r['dtype']} {path}",
-                       f"fwd {fwd} ms, fwd+bwd {fwd_bwd} ms, saved {saved} MB", "ok", note))
+    for r, cell in zip(rows, cells):
+        c = dict(zip(columns, cell))
+        out.append(row("scan timing", f"{r['shape']} b={r['batch']} {r['dtype']} {c['path']}",
+                       f"fwd {c['fwd ms']} ms, fwd+bwd {c['fwd+bwd ms']} ms, saved {c['saved MB']} MB", "ok",
+                       c["note"]))
     for line in ratio_lines(rows):
         shape, _, text = line.partition(": ")
         out.append(row("scan timing", f"{shape} speed-up", text.replace("vs ", "fused vs ", 1), "ok"))

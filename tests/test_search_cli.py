@@ -250,7 +250,7 @@ def test_doctor_reports_backends(cli):
     assert result.returncode == 0, result.stderr
     assert "torch" in result.stdout and "reference" in result.stdout and "triton" in result.stdout
     data = json.loads(cli("doctor", "--json").stdout)
-    assert data["backends"]["reference"] == "ok" and data["default_backend_cpu"] == "torch"
+    assert data["backends"]["reference"] == "ok" and data["default_backend_cpu"] == "cpu"
 
 
 @pytest.mark.slow
