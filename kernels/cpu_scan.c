@@ -2,7 +2,8 @@
  *
  * Plain C99 with GCC/Clang vector extensions: one vector holds VL channels (16 floats
  * where AVX-512 is enabled, else 8), so the same source becomes AVX-512, AVX2, NEON or
- * scalar code depending on the machine it is built on (-march=native). No intrinsics.
+ * scalar code depending on the machine it is built on (-march=native). The only intrinsics,
+ * AVX min and max, sit behind #ifdef with a portable fallback.
  *
  * Layouts (all float32, contiguous; see cpu_backend.py, which prepares them):
  *   u      (batch, L, dim) shared by the K directions, or (batch, L, K, dim)
@@ -18,6 +19,11 @@
  * Work is split into units (batch element, group of channel blocks); units never write
  * the same element, and reductions over channels or batch go to per-unit partial buffers
  * summed afterwards in a fixed order, so results do not depend on the thread schedule.
+ * A unit walks each direction in chunks of `chunk` steps: it reads a chunk's rows once, row
+ * by row for all its blocks, runs each block's recurrence four states at a time, and writes
+ * the outputs row by row again. The forward keeps the state at the end of every chunk; the
+ * backward walks the chunks in reverse, recomputes a chunk's states from the checkpoint
+ * before it, and runs the adjoint recurrence over them.
  */
 #include <math.h>
 #include <stdint.h>
@@ -427,6 +433,7 @@ static inline __attribute__((always_inline)) void fwd_unit(const ScanArgs *a, in
 
 static void fwd_unit_any(const ScanArgs *a, int64_t unit, Fwd *f) { fwd_unit(a, unit, f, (int)a->N); }
 static void fwd_unit_16(const ScanArgs *a, int64_t unit, Fwd *f) { fwd_unit(a, unit, f, 16); }
+static void fwd_unit_8(const ScanArgs *a, int64_t unit, Fwd *f) { fwd_unit(a, unit, f, 8); }
 
 static int64_t threads_for(const ScanArgs *a, int64_t units) {
     int64_t t = a->threads < 1 ? 1 : a->threads;
@@ -451,8 +458,10 @@ int scan_forward(const ScanArgs *a) {
         for (int64_t unit = 0; unit < units; unit++) {
             if (!ok)
                 failed = 1;
-            else if (a->N == 16)
+            else if (a->N == 16) /* the published models' d_state, and the micro presets' */
                 fwd_unit_16(a, unit, &f);
+            else if (a->N == 8)
+                fwd_unit_8(a, unit, &f);
             else
                 fwd_unit_any(a, unit, &f);
         }
@@ -670,6 +679,7 @@ static inline __attribute__((always_inline)) void bwd_unit(const ScanArgs *a, in
 
 static void bwd_unit_any(const ScanArgs *a, int64_t unit, Bwd *w) { bwd_unit(a, unit, w, (int)a->N); }
 static void bwd_unit_16(const ScanArgs *a, int64_t unit, Bwd *w) { bwd_unit(a, unit, w, 16); }
+static void bwd_unit_8(const ScanArgs *a, int64_t unit, Bwd *w) { bwd_unit(a, unit, w, 8); }
 
 int scan_backward(const ScanArgs *a) {
     const int64_t units = a->batch * a->groups;
@@ -689,6 +699,8 @@ int scan_backward(const ScanArgs *a) {
                 failed = 1;
             else if (a->N == 16)
                 bwd_unit_16(a, unit, &w);
+            else if (a->N == 8)
+                bwd_unit_8(a, unit, &w);
             else
                 bwd_unit_any(a, unit, &w);
         }
