@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scansearch.kernels import multi_scan, multi_scan_ref, selective_scan
-from scansearch.kernels import cpu_build
+from scansearch.kernels import cpu_build, dispatch
 from scansearch.kernels.testing import (
     check_multi_scan,
     check_selective_scan,
@@ -177,6 +177,18 @@ def test_torch_compile_fullgraph_runs_the_compiled_scan():
         runs.append([out.detach()] + [v.grad for v in leaves])
     for got, want in zip(*runs):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_build_check_is_a_constant_to_torch_compile_without_importing_dynamo():
+    def probe():
+        return None
+
+    ours = dispatch.constant_to_compiler(lambda: None)
+    torch.compiler.assume_constant_result(probe)
+    assert vars(ours) == vars(probe) == {"_dynamo_marked_constant": True}
+    res = subprocess.run([sys.executable, "-c", "import sys, scansearch.cli.common as c; c.user_errors(); "
+                          "print('torch._dynamo' in sys.modules)"], capture_output=True, text=True, timeout=300)
+    assert res.stdout.strip() == "False", res.stderr
 
 
 def _python(code: str, env: dict, cwd) -> subprocess.CompletedProcess:
