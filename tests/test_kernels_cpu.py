@@ -33,7 +33,7 @@ def _compiled():
     assert build.ok, f"the compiled CPU scan must build where the tests run: {build.why}"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     batch=st.integers(1, 3), H=st.integers(1, 6), W=st.integers(1, 7), K=st.integers(1, 8),
     dim=st.integers(1, 21), N=st.integers(1, 20), scan_order=st.booleans(), merge=st.booleans(),
@@ -210,6 +210,7 @@ SCAN_AND_REPORT = """
 """
 
 
+@pytest.mark.slow  # three fresh processes each
 @pytest.mark.parametrize("compiler", ["missing", "failing"])
 def test_without_a_working_compiler_scans_run_on_torch_and_say_why(tmp_path, compiler):
     """As after a failed build: the scan still runs (torch path, right answer), the first scan
@@ -239,6 +240,7 @@ def test_without_a_working_compiler_scans_run_on_torch_and_say_why(tmp_path, com
     assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-built left behind
 
 
+@pytest.mark.slow  # two fresh processes and a build
 def test_built_once_then_loaded_from_the_cache(tmp_path):
     env = {"SCANSEARCH_CACHE_DIR": str(tmp_path / "cache"), "SCANSEARCH_BACKEND": ""}
     res = _python(SCAN_AND_REPORT, env, tmp_path)
