@@ -135,16 +135,8 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
     G = args.groups
     gout = gout.to(_F32).contiguous()
     gz = None
-    if z is not None:
-        zc = keep["z"]  # contiguous: torch's elementwise kernels round alike whatever z's layout
-        sig = torch.sigmoid(zc)
-        gate = zc * sig
-        if needs[8]:
-            gyz = gout * ysum
-            if zc.dim() < gyz.dim():  # one gate shared by the K per-direction outputs
-                gyz = gyz.sum(2)
-            gz = (gyz * sig * (1 + zc * (1 - sig))).to(z.dtype)
-        gout = gout * (gate[:, :, None] if gate.dim() < gout.dim() else gate)
+    if z is not None:  # z contiguous: torch's elementwise kernels round alike whatever z's layout
+        gout, gz = torch_backend.gate_backward(gout, keep["z"], ysum, needs[8], z.dtype)
     gg = gout.contiguous()
     new = lambda *shape: empty(shape, dtype=_F32, device=u.device)  # noqa: E731
     gu = new(*u.shape) if needs[0] else None

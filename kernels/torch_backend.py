@@ -151,6 +151,20 @@ def _gate_view(g, y):
     return g[:, :, None] if g.dim() < y.dim() else g
 
 
+def gate_backward(gout, zc, ysum, want_gz: bool, z_dtype):
+    """Through the gate ``out = ysum * silu(z)``: the gradient reaching ``ysum`` and, when
+    ``want_gz``, z's gradient in ``z_dtype`` (else None). ``zc`` is z in the compute dtype;
+    a (b, L, d) gate shared by per-direction outputs (b, L, K, d) sums over K."""
+    sig = torch.sigmoid(zc)
+    gz = None
+    if want_gz:
+        gyz = gout * ysum
+        if zc.dim() < gyz.dim():  # one gate shared by the K per-direction outputs
+            gyz = gyz.sum(2)
+        gz = (gyz * sig * (1 + zc * (1 - sig))).to(z_dtype)
+    return gout * _gate_view(zc * sig, gout), gz
+
+
 def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_softplus, scan_order,
              ysum, ckpts, needs, mode=MERGE, g_last=None):
     """Gradients of :func:`forward`; ``gout`` has the forward output's layout (image
@@ -168,14 +182,7 @@ def backward(gout, u, delta, A, B, C, D, orders, weights, delta_bias, z, delta_s
     gout = gout.to(ct)
     gz = None
     if z is not None:
-        zc = z.to(ct)
-        sig = torch.sigmoid(zc)
-        if needs[8]:
-            gyz = gout * ysum
-            if zc.dim() < gyz.dim():  # one gate shared by the K per-direction outputs
-                gyz = gyz.sum(2)
-            gz = (gyz * sig * (1 + zc * (1 - sig))).to(z.dtype)
-        gout = gout * _gate_view(zc * sig, gout)
+        gout, gz = gate_backward(gout, z.to(ct), ysum, needs[8], z.dtype)
     if mode == MERGE:
         # (L, K, b, d): what each scan step receives, unweighted
         gy_img = _steps(gout, orders, ct)
