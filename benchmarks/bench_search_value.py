@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from scansearch.cli.search import DEFAULTS, prepare
+from scansearch.searchers import SearchSettings, prepare
+from scansearch.searchers.settings import DEFAULTS
 from scansearch.data import load_data
 from scansearch.genotype import Genotype
 from scansearch.models import build_model
@@ -82,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    from scansearch.cli.common import parse_overrides
+    from scansearch.models.options import parse_overrides
 
     overrides = parse_overrides(args.set)
     rows: dict[str, list[float]] = {}
@@ -94,12 +95,13 @@ def main() -> None:
             search_seconds.append(folder.read_json(RunFolder.SUMMARY)["seconds"])
             space = genotype.load_space()
         else:
-            settings = {**DEFAULTS, "data": args.data, "space": args.space, "k": args.k, "seed": seed,
-                        "epochs": args.search_epochs, "img_size": args.img_size, "set": args.set,
-                        "select": args.select, "warmup_epochs": min(DEFAULTS["warmup_epochs"], args.search_epochs - 1)}
-            space, data, supernet, train_config, darts_config = prepare(settings, "cpu")
+            settings = SearchSettings.from_flat({
+                "data": args.data, "space": args.space, "k": args.k, "seed": seed, "epochs": args.search_epochs,
+                "img_size": args.img_size, "set": args.set or [], "select": args.select})
+            p = prepare(settings, "cpu")
+            space = p.space
             started = time.perf_counter()
-            genotype = search(supernet, data, train_config, darts_config, progress=False).genotype
+            genotype = search(p.supernet, p.data, p.train_config, p.darts_config, progress=False).genotype
             search_seconds.append(time.perf_counter() - started)
             if args.k is not None:
                 space = genotype.load_space()

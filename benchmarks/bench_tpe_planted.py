@@ -31,7 +31,7 @@ from pathlib import Path
 
 import optuna
 
-from scansearch.cli.search import DEFAULTS, prepare
+from scansearch.searchers import SearchSettings, prepare
 from scansearch.searchers.darts import held_out_halves
 from scansearch.searchers.encoding import GenotypeEncoding
 from scansearch.searchers.evaluators import OneShot
@@ -59,8 +59,8 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         folder = RunFolder.open(Path(args.runs) / f"seed-{seed}")
-        settings = {**DEFAULTS, **folder.read_config()["settings"]}
-        space, data, supernet, _, _ = prepare(settings, "cpu")
+        p = prepare(SearchSettings.from_flat(folder.read_config()["settings"]), "cpu")
+        space, data, supernet = p.space, p.data, p.supernet
         load_supernet_weights(supernet, folder.file("checkpoint.pt"))
         select, _ = held_out_halves(data.val, supernet.alphas.device, args.batches)
         encoding = GenotypeEncoding(space, supernet.num_layers)

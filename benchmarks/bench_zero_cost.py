@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from scansearch.cli.common import parse_overrides
+from scansearch.models.options import parse_overrides
 from scansearch.data import load_data
 from scansearch.genotype import Genotype
 from scansearch.models import build_model, get_preset
@@ -76,8 +76,7 @@ def template_for(args, data) -> Genotype:
                             in_chans=data.in_chans, **overrides)
     grid = probe.genotype.grid if probe.genotype is not None and probe.genotype.grid else None
     if grid is None:
-        from scansearch.models.build import _token_grid
-        grid = _token_grid(probe.cfg)
+        grid = probe.cfg.token_grid
     layers = (load_space(args.space).patterns[:4],) * probe.cfg.num_layers
     prov = {"img_size": data.img_size, **({"model_overrides": overrides} if overrides else {})}
     return Genotype(layers=layers, model=get_preset(args.model).name, space=args.space, grid=tuple(grid),

@@ -1,7 +1,7 @@
 """Public entry points: validate, pick a backend, run it.
 
 ``multi_scan`` goes through the ``scansearch::multi_scan`` custom op for the
-``torch`` and ``triton`` backends (so FLOP counters and ``torch.compile`` see
+``torch``, ``cpu`` and ``triton`` backends (so FLOP counters and ``torch.compile`` see
 one op); ``selective_scan`` (mamba's signature) maps groups of channels to the
 canonical per-head call and wraps it in a ``torch.autograd.Function``.
 """
@@ -11,12 +11,12 @@ import math
 
 import torch
 
-from . import op  # noqa: F401  (registers the custom ops)
-from .dispatch import resolve_backend
-from .op import backend_module
-from .reference import multi_scan_ref, selective_scan_ref
-from .torch_backend import HEADS
-from .validate import check_multi_scan, check_selective_scan
+from scansearch.kernels import op  # noqa: F401  (registers the custom ops)
+from scansearch.kernels.dispatch import resolve_backend
+from scansearch.kernels.op import backend_module
+from scansearch.kernels.reference import multi_scan_ref, selective_scan_ref
+from scansearch.kernels.torch_backend import HEADS
+from scansearch.kernels.validate import check_multi_scan, check_selective_scan
 
 
 def multi_scan(u, delta, A, B, C, D, orders, weights=None, delta_bias=None, delta_softplus=False,
@@ -36,7 +36,7 @@ def multi_scan(u, delta, A, B, C, D, orders, weights=None, delta_bias=None, delt
     kernel call: (batch, L, K, dim) with ``[:, l, k]`` = silu(z[:, l]) * (direction k's
     output at the step that visits token l); ``weights`` must be None (ValueError).
     Output in u's dtype; states and sums are fp32 (fp64 for fp64 inputs). ``backend``:
-    "reference", "torch" or "triton"; None picks by device (or ``SCANSEARCH_BACKEND``).
+    "reference", "torch", "cpu" or "triton"; None picks by device (or ``SCANSEARCH_BACKEND``).
     """
     check_multi_scan(u, delta, A, B, C, D, orders, weights, delta_bias, z, scan_order, merge)
     name = resolve_backend(u, backend)

@@ -39,8 +39,9 @@ import time
 
 import torch
 
-from .api import multi_scan, selective_scan
-from .reference import multi_scan_ref
+from scansearch.kernels.api import multi_scan, selective_scan
+from scansearch.kernels.cpu_build import load
+from scansearch.kernels.reference import multi_scan_ref
 
 SHAPES = {  # one layer of each model: name -> (label, dim, L, N, K)
     "vim_ti_k2": ("Vim-Ti layer", 384, 196, 16, 2),
@@ -116,7 +117,6 @@ def cpu_floor_ms(batch, dim, L, N, K) -> tuple[float, float] | None:
     forward takes one exp and 6 FLOPs (decay argument, state update, output), forward and
     backward two exps (the backward recomputes the decays) and 24 FLOPs, at the peak rates
     of independent vector exps and FMAs measured here. None without the compiled library."""
-    from .cpu_build import load
 
     build = load()
     if not build.ok:

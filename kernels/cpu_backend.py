@@ -19,10 +19,11 @@ import math
 
 import torch
 
-from . import torch_backend
-from .alloc import empty
-from .cpu_build import load
-from .torch_backend import HEADS, MERGE, MODES, PER_DIRECTION, compute_dtype
+from scansearch.kernels import torch_backend
+from scansearch.kernels.alloc import empty
+from scansearch.kernels.cpu_build import load
+from scansearch.kernels.dispatch import BackendError
+from scansearch.kernels.torch_backend import HEADS, MERGE, MODES, PER_DIRECTION, compute_dtype
 
 CHUNK = 16  # steps between checkpoints; the backward recomputes one chunk at a time
 _MODE_ID = {MERGE: 0, PER_DIRECTION: 1, HEADS: 2}
@@ -70,7 +71,6 @@ def _groups(batch: int, dim: int, threads: int, lanes: int) -> int:
 def _library():
     build = load()
     if not build.ok:
-        from .dispatch import BackendError
 
         raise BackendError(f"scan backend 'cpu' cannot run: {build.why}")
     return build

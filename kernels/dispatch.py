@@ -16,6 +16,9 @@ import os
 
 import torch
 
+from scansearch.errors import InputError
+from scansearch.kernels.cpu_build import cache_dir, load
+
 BACKENDS = ("reference", "torch", "cpu", "triton")
 ENV_BACKEND = "SCANSEARCH_BACKEND"
 ENV_INTERPRET = "TRITON_INTERPRET"
@@ -24,7 +27,7 @@ logger = logging.getLogger("scansearch.kernels")
 _logged: set[tuple[str, str]] = set()
 
 
-class BackendError(RuntimeError):
+class BackendError(InputError, RuntimeError):
     """A requested scan backend cannot run here (the message says why, in one line)."""
 
 
@@ -67,7 +70,7 @@ def _triton_problem(device_type: str) -> str | None:
         if not _interpret():
             return (f"triton needs CUDA tensors; for CPU tensors set {ENV_INTERPRET}=1 "
                     f"before the first scan (the Triton interpreter, slow, for testing)")
-        from . import triton_backend  # no triton import at module level
+        from scansearch.kernels import triton_backend  # no triton import at module level
 
         if triton_backend.compiled_without_interpreter():
             return (f"{ENV_INTERPRET}=1 was set after the Triton kernels were compiled; "
@@ -87,7 +90,6 @@ def constant_to_compiler(fn):
 
 @constant_to_compiler  # built (or not) once per process: a constant to a traced graph
 def _cpu_build_problem() -> str | None:
-    from .cpu_build import load
 
     build = load()
     return None if build.ok else build.why
@@ -173,7 +175,6 @@ def backend_report() -> dict:
 
 def _cpu_build_report() -> dict:
     """What the compiled CPU scan was built with, or why it was not."""
-    from .cpu_build import cache_dir, load
 
     build = load()
     return {"ok": build.ok, "why": build.why, "path": build.path, "compiler": build.compiler,

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
-from .torch_backend import MERGE, PER_DIRECTION, compute_dtype
-from .validate import check_orders
+from scansearch.kernels.torch_backend import MERGE, PER_DIRECTION, compute_dtype
+from scansearch.kernels.validate import check_orders
 
 _GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "weights", "delta_bias", "z")
 _GRAD_INPUT = (0, 1, 2, 3, 4, 5, 7, 8, 9)  # positions of those inputs in the op's signature

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .validate import refuse_complex
+from scansearch.kernels.validate import refuse_complex
 
 
 def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .alloc import poisoned
-from .api import multi_scan, selective_scan
+from scansearch.kernels.alloc import poisoned
+from scansearch.kernels.api import multi_scan, selective_scan
 
 CPU_BACKENDS = ("torch", "cpu")  # the backends that run CPU tensors for real (not the reference oracle)
 

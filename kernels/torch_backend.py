@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .alloc import empty
-from .torch_scan import choose_chunk, num_chunks, scan_bwd, scan_fwd
+from scansearch.kernels.alloc import empty
+from scansearch.kernels.torch_scan import choose_chunk, num_chunks, scan_bwd, scan_fwd
 
 # ``mode`` of the canonical calls (see the module docstring); the triton backend takes the same
 MERGE = "merge"  # multi_scan: the weighted sum in image order

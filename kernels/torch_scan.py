@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .alloc import empty, empty_like
+from scansearch.kernels.alloc import empty, empty_like
 
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2 e); exp2 measured ~1.7x faster than exp on CPU
 # A chunk's buffers should stay in cache: ~3 MB per (chunk, K, b, N, d) buffer measured

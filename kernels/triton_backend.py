@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-from .alloc import empty
-from .torch_backend import HEADS, MERGE, MODES, PER_DIRECTION, compute_dtype
+from scansearch.kernels.alloc import empty
+from scansearch.kernels.torch_backend import HEADS, MERGE, MODES, PER_DIRECTION, compute_dtype
 
 _KERNELS = f"{__package__}.triton_scan"
 
@@ -24,7 +24,7 @@ def compiled_without_interpreter() -> bool:
 
 
 def _kernels():
-    from . import triton_scan, triton_scan_bwd
+    from scansearch.kernels import triton_scan, triton_scan_bwd
 
     return triton_scan, triton_scan_bwd
 

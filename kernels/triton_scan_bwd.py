@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_scan import INTERPRETED, _column, _row, linear_combine
+from scansearch.kernels.triton_scan import INTERPRETED, _column, _row, linear_combine
 
 
 def _configs():

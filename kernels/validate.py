@@ -10,11 +10,14 @@ import weakref
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
+from scansearch.errors import ScanSearchError
+
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-class OrderError(ValueError):
-    """An orders table with a row that is not a permutation of range(L)."""
+class OrderError(ScanSearchError, ValueError):
+    """An orders table with a row that is not a permutation of range(L): the calling code's mistake, not
+    the user's input (internal, like ``ShapeError``)."""
 
 
 # Verdicts on order tables, so that a model passing the same table every forward pays

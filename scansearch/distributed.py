@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import datetime
 import gc
+import inspect
 import os
+import pickle
 from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from .errors import TrainError
+from scansearch.errors import TrainError
 
 T = TypeVar("T")
 # how long a rank waits at a collective for the others (a failing rank brings the group
@@ -159,7 +162,6 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 
 def portable(error: BaseException) -> BaseException:
     """``error`` if it can be pickled (sent to the other ranks), else a RuntimeError with its text."""
-    import pickle
 
     try:
         pickle.dumps(error)
@@ -281,9 +283,7 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     A model whose forward may leave parameters out (a supernet sampling its candidates)
     says so with ``ddp_find_unused_parameters``. Buffers are not broadcast: every rank
     computes the same ones."""
-    from torch.nn.parallel import DistributedDataParallel
 
-    import inspect
 
     find_unused = bool(getattr(model, "ddp_find_unused_parameters", False))
     buffers = ({"forward_sync_buffers": False}

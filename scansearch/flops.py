@@ -31,6 +31,12 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from scansearch import kernels  # noqa: F401 registers the scan op's FLOP formula before the counter copies the table
+from scansearch.models import ScanModel
+from scansearch.models.blocks import GatedCNN
+from scansearch.models.mixer import ScanMixer
+from scansearch.models.vim import VimConfig
+
 CONVENTIONS = ("fvcore", "localmamba")
 _aten = torch.ops.aten
 
@@ -53,7 +59,6 @@ def _hw(img_size) -> tuple[int, int]:
 def _meta_copy(model: nn.Module) -> nn.Module | None:
     """The same architecture on the meta device (no memory, no arithmetic), or None for a
     module that is not a built scansearch model."""
-    from .models import ScanModel
 
     if not isinstance(model, ScanModel):
         return None
@@ -80,7 +85,6 @@ def count_flops(model: nn.Module, img_size, in_chans: int = 3, *, convention: st
         subject = model
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     images = torch.zeros(1, in_chans, H, W, device=device)
-    from . import kernels  # noqa: F401  registers the scan op's FLOP formula before the counter copies the table
 
     counter = FlopCounterMode(display=False, custom_mapping={_aten.native_layer_norm: _layer_norm_flops})
     was_training = subject.training
@@ -106,15 +110,13 @@ def localmamba_flops(model: nn.Module, hw: tuple[int, int], in_chans: int = 3) -
     Gated-CNN layers (the ``none`` choice), which LocalMamba's formula does not know, are
     counted fvcore style: fc1, the depthwise conv, fc2.
     """
-    from .models.blocks import GatedCNN
-    from .models.mixer import ScanMixer
-    from .models.vim import VimConfig
 
     cfg = getattr(model, "cfg", None)
     if not isinstance(cfg, VimConfig):
         raise ValueError("the 'localmamba' FLOP convention is defined for vim/local_vim models only")
     p, dim = cfg.patch_size, cfg.dim
-    L = math.ceil(hw[0] / p) * math.ceil(hw[1] / p)
+    h, w = cfg.grid_at(hw)
+    L = h * w
     flops = in_chans * p * p * dim * L  # patch embedding
     for block in model.layers:
         mixer = block.mixer

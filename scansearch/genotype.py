@@ -27,8 +27,10 @@ from typing import Any, Union
 
 import yaml
 
-from .fileio import atomic_write_text
-from .spaces import NONE, SearchSpace, SpaceError, is_pattern_name, load_space, shipped_spaces, space_from_dict
+from scansearch.errors import InputError
+from scansearch.fileio import atomic_write_text
+from scansearch.spaces import (NONE, SearchSpace, SpaceError, is_pattern_name, load_space, shipped_spaces,
+                               space_from_dict)
 
 VERSION = 1
 PRESETS_DIR = Path(__file__).resolve().parent / "assets" / "genotypes"
@@ -37,7 +39,7 @@ _KEYS = ("scansearch_genotype", "model", "space", "grid", "layers", "provenance"
 Layer = Union[tuple[str, ...], str]  # a tuple of pattern names, or the string "none"
 
 
-class GenotypeError(ValueError):
+class GenotypeError(InputError):
     """A genotype that cannot be used; the message names the file, the layer and the reason."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import atomic_path
+from scansearch.fileio import atomic_path
 
 
 def pyplot():

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from .data.occlusion import occlude
-from .errors import TrainError
-from .uncertainty import predict_with_uncertainty, supports_mc
+from scansearch.data.occlusion import occlude
+from scansearch.errors import TrainError
+from scansearch.uncertainty import predict_with_uncertainty, supports_mc
 
 FILTERS = ("uncertainty", "confidence", "none")
 UNCERTAINTIES = ("mutual_info", "entropy")

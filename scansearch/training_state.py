@@ -9,11 +9,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .errors import TrainError
-from .fileio import atomic_path
+from scansearch.errors import TrainError
+from scansearch.fileio import atomic_path
 
 
 class ModelEMA:
@@ -57,7 +58,6 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     with contextlib.suppress(ImportError):
-        import numpy as np
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         state["numpy"] = [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]
     return state
@@ -72,7 +72,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if "numpy" in state:
         with contextlib.suppress(ImportError):
-            import numpy as np
             kind, keys, pos, has_gauss, cached = state["numpy"]
             np.random.set_state((kind, keys.cpu().numpy().astype("uint32"), pos, has_gauss, cached))
 

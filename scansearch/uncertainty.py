@@ -22,7 +22,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .errors import TrainError
+from scansearch.errors import TrainError
+from scansearch.plotting import pyplot, save_figure
+from scansearch.train_config import autocast_dtype
 
 
 @dataclass
@@ -109,7 +111,6 @@ def collect_probs(model: nn.Module, loader: Iterable, device: torch.device | str
     mutual information over a whole loader; ``transform(images, batch_index)`` (occlusion)
     applies first. MC masks come from a generator seeded by ``seed``. The passes run under
     the autocast ``evaluate`` uses (``amp``), so both report the same accuracy."""
-    from .train import autocast_dtype
 
     device = torch.device(device)
     dtype = autocast_dtype(amp, device)
@@ -138,7 +139,6 @@ def collect_probs(model: nn.Module, loader: Iterable, device: torch.device | str
 def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str = "") -> Path | None:
     """A reliability diagram of one or more ``reliability`` tables (accuracy against confidence
     per bin, the diagonal for perfect calibration); None without matplotlib."""
-    from .plotting import pyplot, save_figure
 
     plt = pyplot()
     if plt is None:

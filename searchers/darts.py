@@ -22,22 +22,23 @@ in the validation stream), the genotype, the heat-map and a summary.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 
-from .. import distributed
-from ..errors import DivergenceError
-from ..genotype import Genotype
-from ..spaces import NONE, SearchSpace
-from ..train import FitContext, TrainConfig, TrainError, TrainResult, fit
-from .discretize import discretize
-from .run import RunFolder
-from .select import fixed_batches, score_genotypes, select_by_effect
-from .supernet import Supernet
-from .verify import REFERENCES, reference_genotypes, train_genotypes
+from scansearch import distributed
+from scansearch.errors import DivergenceError
+from scansearch.genotype import Genotype
+from scansearch.searchers.discretize import discretize
+from scansearch.searchers.run import RunFolder
+from scansearch.searchers.selection import fixed_batches, score_genotypes, select_by_effect
+from scansearch.searchers.supernet import Supernet
+from scansearch.searchers.verify import REFERENCES, reference_genotypes, train_genotypes
+from scansearch.spaces import NONE, SearchSpace
+from scansearch.train import FitContext, TrainConfig, TrainError, TrainResult, fit
 
 MODES = ("bilevel", "single")
 SELECTIONS = ("perturb", "alpha")
@@ -67,31 +68,32 @@ class DartsConfig:
 
     def validate(self, epochs: int) -> None:
         if self.mode not in MODES:
-            raise TrainError(f"darts: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise TrainError(f"darts: mode (--mode) must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.order not in (1, 2):
-            raise TrainError(f"darts: order must be 1 or 2, got {self.order!r}")
+            raise TrainError(f"darts: order (--order) must be 1 or 2, got {self.order!r}")
         if self.order == 2 and self.mode != "bilevel":
             raise TrainError("darts: order 2 needs the bilevel mode")
-        if not self.arch_lr > 0:
-            raise TrainError(f"darts: arch_lr must be positive, got {self.arch_lr}")
-        if self.beta_decay < 0:
-            raise TrainError(f"darts: beta_decay must not be negative, got {self.beta_decay}")
+        if not 0 < self.arch_lr < math.inf:
+            raise TrainError(f"darts: arch_lr (--arch-lr) must be positive and finite, got {self.arch_lr}")
+        if not 0 <= self.beta_decay < math.inf:
+            raise TrainError(f"darts: beta_decay (--beta-decay) must be zero or more and finite, got {self.beta_decay}")
         if not 0 <= self.warmup_epochs < epochs:
-            raise TrainError(f"darts: warmup_epochs must be in [0, epochs={epochs}), got {self.warmup_epochs}")
+            raise TrainError(f"darts: warmup_epochs (--warmup-epochs) must be in [0, epochs={epochs}), "
+                             f"got {self.warmup_epochs}")
         if self.tau <= 0:
             raise TrainError(f"darts: tau must be positive, got {self.tau}")
         if self.order == 2 and self.gumbel_k is not None:
             raise TrainError("darts: order 2 and Gumbel sampling do not mix (the unrolled step needs one path)")
         if self.select not in SELECTIONS:
-            raise TrainError(f"darts: select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+            raise TrainError(f"darts: select (--select) must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if self.alphas not in ALPHAS:
-            raise TrainError(f"darts: alphas must be one of {', '.join(ALPHAS)}, got {self.alphas!r}")
+            raise TrainError(f"darts: alphas (--alphas) must be one of {', '.join(ALPHAS)}, got {self.alphas!r}")
         if self.alphas == "uniform" and self.select == "alpha":
             raise TrainError("darts: uniform alphas carry no choice; select by effect (select='perturb')")
         if self.finetune_steps < 0 or (self.select_batches is not None and self.select_batches < 1):
-            raise TrainError("darts: finetune_steps must be >= 0 and select_batches >= 1")
+            raise TrainError("darts: finetune_steps (--finetune-steps) must be >= 0 and select_batches >= 1")
         if self.verify_epochs < 0:
-            raise TrainError(f"darts: verify_epochs must not be negative, got {self.verify_epochs}")
+            raise TrainError(f"darts: verify_epochs (--verify-epochs) must not be negative, got {self.verify_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -293,16 +295,6 @@ class DartsStep:
         return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def kept_space(space: SearchSpace, k: int | None) -> SearchSpace:
-    """``space`` with another number of kept directions (for discretisation)."""
-    if k is None or k == space.k:
-        return space
-    n_patterns = len(space.patterns)
-    if not 1 <= k <= n_patterns:
-        raise TrainError(f"k must be in [1, {n_patterns}] for space {space.name!r}, got {k}")
-    return dataclasses.replace(space, k=k)
-
-
 def model_record(supernet: Supernet) -> dict[str, Any]:
     """The provenance entries that make the derived model the one searched: ``img_size`` and
     the config fields changed from the preset (``model_overrides``); see ``build_model``."""
@@ -330,7 +322,7 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
     if darts_config.alphas == "uniform":
         with torch.no_grad():
             supernet.alphas.zero_()
-    space = kept_space(supernet.space, darts_config.k)
+    space = supernet.space.keep(darts_config.k)
     step = DartsStep(supernet, darts_config, data, train_config.epochs, run)
     result = fit(supernet, data, train_config, out_dir=None if run is None else run.path, resume=resume,
                  hooks=[step, *hooks], progress=progress, step_fn=step, param_filter=Supernet.is_weight)
@@ -411,4 +403,4 @@ def finetune_weights(supernet: Supernet, *, data, config: TrainConfig, steps: in
 
 
 __all__ = ["ALPHAS", "DartsConfig", "DartsStep", "MODES", "REFERENCES", "SELECTIONS", "SearchResult", "alpha_margin",
-           "finetune_weights", "held_out_halves", "kept_space", "model_record", "reference_genotypes", "search"]
+           "finetune_weights", "held_out_halves", "model_record", "reference_genotypes", "search"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..genotype import Genotype
-from ..spaces import NONE, SearchSpace
+from scansearch.genotype import Genotype
+from scansearch.spaces import NONE, SearchSpace
 
 
 def layer_choice(weights: torch.Tensor, space: SearchSpace) -> tuple[str, ...] | str:

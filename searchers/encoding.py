@@ -16,12 +16,13 @@ from __future__ import annotations
 import itertools
 from typing import Sequence
 
-from ..spaces import NONE, SearchSpace
+from scansearch.errors import InputError
+from scansearch.spaces import NONE, SearchSpace
 
 SEPARATOR = "+"
 
 
-class EncodingError(ValueError):
+class EncodingError(InputError):
     """A genotype that the space cannot encode, or a trial value that is no layer of it."""
 
 
@@ -32,10 +33,8 @@ class GenotypeEncoding:
         if layers < 1:
             raise EncodingError(f"a genotype needs at least one layer, got {layers}")
         self.space, self.layers = space, layers
-        self.k = space.k if k is None else k
+        self.k = space.keep(k).k
         patterns = space.patterns
-        if not 1 <= self.k <= len(patterns):
-            raise EncodingError(f"space {space.name}: k must be in [1, {len(patterns)}], got {self.k}")
         choices = [SEPARATOR.join(c) for c in itertools.combinations(patterns, self.k)]
         if space.allows_none:
             choices.append(NONE)

@@ -28,18 +28,19 @@ import statistics
 import time
 from typing import Any, Sequence
 
+import optuna
 import torch
 
-from .. import distributed
-from ..errors import DivergenceError
-from ..flops import count_flops, count_params
-from ..genotype import Genotype
-from ..models import build_model
-from ..spaces import NONE
-from ..train import TrainConfig, fit
-from .select import mask_for, per_batch, summary
-from .supernet import Supernet
-from .verify import as_genotype
+from scansearch import distributed
+from scansearch.errors import DivergenceError, ScanSearchError
+from scansearch.flops import count_flops, count_params
+from scansearch.genotype import Genotype
+from scansearch.models import build_model
+from scansearch.searchers.selection import mask_for, per_batch, summary
+from scansearch.searchers.supernet import Supernet
+from scansearch.searchers.verify import as_genotype
+from scansearch.spaces import NONE
+from scansearch.train import TrainConfig, fit
 
 
 class OneShot:
@@ -61,7 +62,7 @@ class OneShot:
         return {"loss": result["loss"], "top1": result["top1"]}
 
 
-class PrunedByOptuna(Exception):
+class PrunedByOptuna(ScanSearchError):
     """Raised inside training when the trial's pruner says stop (re-raised as TrialPruned)."""
 
 
@@ -109,7 +110,6 @@ class Trained:
 
     def train(self, layers: Sequence, trial=None) -> dict[str, float]:
         """Train and score ``layers`` (under torchrun: together with the other ranks)."""
-        import optuna
 
         torch.manual_seed(self.config.seed)
         model = build_model(as_genotype(self.template, layers, "trial"), num_classes=self.data.num_classes,
@@ -132,7 +132,6 @@ _STOP = ("stop",)
 def _every_rank_errors() -> tuple[type[BaseException], ...]:
     """What ends a trial on every rank at the same point: a pruned trial (the decision is
     broadcast) and divergence (found on the loss averaged over the ranks)."""
-    import optuna
 
     return (optuna.TrialPruned, PrunedByOptuna, DivergenceError)
 

@@ -30,13 +30,14 @@ import itertools
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
 
-from ..genotype import Genotype
-from ..spaces import SpaceError
+from scansearch.errors import InputError
+from scansearch.genotype import Genotype
+from scansearch.spaces import SpaceError
 
 #: ``--searcher`` name -> NNI strategy class in ``nni.nas.strategy``
 NNI_STRATEGIES = {"nni-darts": "DARTS", "nni-gumbel": "GumbelDARTS", "nni-proxyless": "Proxyless",
@@ -45,7 +46,7 @@ INSTALL = ("NNI is not installed: `pip install 'scansearch[nni]'` in a virtual e
            "(NNI 3.0 pins filelock<3.12 and typeguard<4.1.3; see the README's NNI section)")
 
 
-class NNIMissing(RuntimeError):
+class NNIMissing(InputError, RuntimeError):
     """The ``nni`` extra is not installed."""
 
 
@@ -54,10 +55,10 @@ def require_nni():
     try:
         with warnings.catch_warnings():  # NNI 3.0 warns about torch classes it does not know
             warnings.simplefilter("ignore", RuntimeWarning)
-            import nni.nas.nn.pytorch  # noqa: F401
-            import nni.nas.strategy  # noqa: F401
             import nni.nas.evaluator.pytorch  # noqa: F401
             import nni.nas.experiment  # noqa: F401
+            import nni.nas.nn.pytorch  # noqa: F401
+            import nni.nas.strategy  # noqa: F401
     except ImportError as err:
         raise NNIMissing(f"{INSTALL} ({err})") from None
     import nni.nas

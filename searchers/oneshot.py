@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ..train import CHECKPOINT_NAME, TrainConfig, TrainResult, fit
-from ..training_state import load_checkpoint
-from .darts import DartsConfig, DartsStep
-from .run import RunError
-from .supernet import Supernet
+from scansearch.searchers.darts import DartsConfig, DartsStep
+from scansearch.searchers.run import RunError
+from scansearch.searchers.supernet import Supernet
+from scansearch.train import CHECKPOINT_NAME, TrainConfig, TrainResult, fit
+from scansearch.training_state import load_checkpoint
 
 
 def train_uniform(supernet: Supernet, data, config: TrainConfig, darts_config: DartsConfig | None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from optuna.trial import TrialState
 from rich.table import Table
 
-from ..genotype import Genotype
-from ..plotting import pyplot, save_figure
-from ..spaces import NONE
+from scansearch.genotype import Genotype
+from scansearch.plotting import pyplot, save_figure
+from scansearch.spaces import NONE
 
 
 def weights_table(weights: torch.Tensor, candidates, genotype: Genotype, title: str) -> Table:
@@ -125,7 +126,6 @@ def votes_table(votes, title: str) -> Table:
 def trials_table(study, objectives, best, title: str, top: int = 8) -> Table:
     """The best trials (or the Pareto front) and the known genotypes' trials, with every
     objective and the layers; ``*`` marks the best (or a Pareto member)."""
-    from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best_numbers = {t.number for t in best}

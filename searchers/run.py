@@ -1,17 +1,29 @@
 """The run folder: everything a search remembers (config, log, checkpoint, alpha history,
-plots, genotype), so that a run can be resumed, exported and read later."""
+plots, genotype), so that a run can be resumed, exported and read later; and its lock, so
+that one process at a time drives it."""
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+import socket
 from pathlib import Path
 
 import yaml
 
-from ..fileio import atomic_write_text
+from scansearch.errors import InputError
+from scansearch.fileio import atomic_write_text
+from scansearch.genotype import Genotype, GenotypeError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 
-class RunError(ValueError):
+
+class RunError(InputError):
     """A run folder that cannot be used as asked (exists already, missing, incomplete)."""
 
 
@@ -25,6 +37,7 @@ class RunFolder:
     SUMMARY = "summary.json"
     SELECTION = "selection.json"  # per-layer scores, margins and the check against fixed genotypes
     CLOSING = "complete"  # the config's last key
+    LOCK = ".lock"  # held by the process that drives the run (see RunLock)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -72,6 +85,11 @@ class RunFolder:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def lock(self) -> "RunLock":
+        """Take the run's lock (RunError when another process holds it); release it with
+        ``release()`` or a ``with`` block."""
+        return RunLock(self.file(self.LOCK))
+
     # -- contents -----------------------------------------------------------------------------
     def write_config(self, config: dict) -> None:
         """The config, closed by ``complete: true``: a file cut short (or edited into another
@@ -115,7 +133,6 @@ class RunFolder:
 
     def read_genotype(self):
         """The run's genotype; RunError when the search has not finished."""
-        from ..genotype import Genotype, GenotypeError
 
         path = self.file(self.GENOTYPE)
         if not path.is_file():
@@ -143,3 +160,68 @@ class RunFolder:
         if not isinstance(data, dict):
             raise RunError(f"{path}: expected a JSON object")
         return data
+
+
+class RunLock:
+    """One process drives a run folder at a time: an exclusive, non-blocking lock on
+    ``RUN/.lock`` (``flock`` on POSIX, ``msvcrt.locking`` on Windows), which the operating
+    system releases when the process ends however it ends, so a crash leaves no lock behind
+    (the file's stale owner is logged by whoever takes it next). The file holds the owner's
+    host and pid, for the message a second process gets; it is removed on release."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.stale: str | None = None  # the owner a crash left in the file, if any
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise RunError(f"{path.parent}: another scansearch process{f' ({owner})' if owner else ''} is "
+                               f"running this search; wait for it to finish or stop it")
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:  # its owner removed it between our open and our lock
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.stale = _read_owner(fd) or None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}".encode())
+        os.fsync(fd)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # removed while held: a waiting opener retries on a fresh file
+        finally:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        if fcntl is None:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # BlockingIOError on POSIX, PermissionError on Windows: another process holds it
+        return False
+
+
+def _read_owner(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 200).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""

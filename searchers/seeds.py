@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..genotype import Genotype
-from ..spaces import NONE
+from scansearch.genotype import Genotype
+from scansearch.spaces import NONE
 
 
 @dataclass(frozen=True)

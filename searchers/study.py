@@ -24,20 +24,21 @@ with nothing left to take waits while other trials still run, so the last retrie
 """
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import time
-import warnings
-
 import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from ..errors import DivergenceError
-from ..spaces import NONE
-from .encoding import GenotypeEncoding
-from .verify import REFERENCES
+from scansearch.errors import DivergenceError, InputError, ScanSearchError
+from scansearch.searchers.encoding import GenotypeEncoding
+from scansearch.searchers.verify import REFERENCES
+from scansearch.spaces import NONE
 
 SAMPLERS = ("tpe", "random", "nsga2", "bruteforce", "gp")
 # objective -> direction
@@ -52,7 +53,7 @@ MAX_RETRY = 3  # a genotype whose worker died this many times is given up (its s
 GRACE = 3.0  # grace period = GRACE heartbeat intervals: a trial is stale when its last beat is older
 
 
-class StudyError(ValueError):
+class StudyError(InputError):
     """Settings a study cannot run with (an unknown sampler or objective, a missing extra)."""
 
 
@@ -100,8 +101,6 @@ def make_pruner(name: str | None) -> optuna.pruners.BasePruner:
 
 
 def journal_storage(path: str | Path) -> optuna.storages.BaseStorage:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     return JournalStorage(JournalFileBackend(str(path)))
 
@@ -118,7 +117,6 @@ def database_url(url: str) -> str:
 def rdb_storage(url: str, heartbeat: float | None = 30.0) -> optuna.storages.RDBStorage:
     """The database storage at ``url`` with heartbeats every ``heartbeat`` seconds (None: off):
     a trial silent for ``GRACE`` intervals is failed and its genotype enqueued again."""
-    from optuna.storages import RDBStorage
 
     try:
         import sqlalchemy.exc
@@ -166,7 +164,6 @@ def retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """What happens to a trial whose worker died: its genotype is enqueued again
     (``RetryHeartbeatStaleTrialCallback``) up to ``MAX_RETRY`` times; after that its slot is
     given a fresh genotype, so the study still reaches its total."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     if len(trial.system_attrs.get("retry_history", [])) < MAX_RETRY:
         RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
@@ -174,7 +171,7 @@ def retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         study.enqueue_trial({}, user_attrs={"replaces": trial.number}, skip_if_exists=False)
 
 
-class QueueEmpty(Exception):
+class QueueEmpty(ScanSearchError):
     """No trial waits in the queue and none that runs can come back to it: a worker is done."""
 
 

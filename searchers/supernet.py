@@ -17,7 +17,7 @@ output plus ``w_none`` times the gated-CNN block's output, normalised the same w
 ``merge="sum"``: the weights already sum to one.
 
 ``mask`` (layers x candidates, bool) removes candidates: the weights are the softmax of
-the alphas over the candidates left. Selection by effect (``searchers/select.py``) masks
+the alphas over the candidates left. Selection by effect (``searchers/selection.py``) masks
 candidates one by one to measure what each contributes.
 
 Gumbel top-k (``gumbel_k``): in training, each layer samples ``gumbel_k`` candidates
@@ -32,10 +32,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models import DirectionSubset, GatedCNN, ModelError, ScanMixer, build_model
-from ..models.base import ScanModel
-from ..genotype import Genotype
-from ..spaces import NONE, SearchSpace
+from scansearch.genotype import Genotype
+from scansearch.models import DirectionSubset, GatedCNN, ModelError, ScanMixer, build_model
+from scansearch.models.base import ScanModel
+from scansearch.spaces import NONE, SearchSpace
 
 SUPERNET_OVERRIDES = {"merge": "sum"}
 FUSED_OVERRIDES = {"scattn": False, "merge": "sum"}  # normalise=False: one fused weighted call
@@ -153,8 +153,7 @@ class Supernet(nn.Module):
         g = self.model.genotype.grid if self.model.genotype is not None else None
         if g is not None:
             return tuple(g)
-        from ..models.build import _token_grid
-        return _token_grid(self.model.cfg)
+        return self.model.cfg.token_grid
 
     # -- forward -------------------------------------------------------------------------------
     def masked_alphas(self) -> torch.Tensor:

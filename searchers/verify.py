@@ -6,7 +6,7 @@ layer, where the space has those directions. Every genotype is scored on validat
 batches the selection did not read (see ``held_out_halves`` in :mod:`.darts`), in one of
 two ways:
 
-* with the supernet's weights (:func:`~.select.score_genotypes`, the default): each
+* with the supernet's weights (:func:`~.selection.score_genotypes`, the default): each
   genotype's directions alone, no training; it costs seconds, but leans towards the
   found genotype, whose mask the weights were last fine-tuned under;
 * trained (:func:`train_genotypes`, ``verify_epochs > 0``): each genotype's stand-alone
@@ -20,9 +20,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..genotype import Genotype
-from ..train import TrainConfig, fit
-from .select import per_batch, summary
+from scansearch.genotype import Genotype
+from scansearch.models import build_model
+from scansearch.searchers.selection import per_batch, summary
+from scansearch.train import TrainConfig, fit
 
 REFERENCES = {"cross": ("h", "h_flip", "v", "v_flip"), "localmamba_baseline": ("h", "h_flip", "w2", "w2_flip")}
 
@@ -52,7 +53,6 @@ def train_genotypes(found: Genotype, genotypes: dict[str, Sequence], data, confi
     """Each genotype's stand-alone model trained from scratch for ``epochs`` epochs (the
     search's settings and seed, the same initialisation seed for each), then scored on
     ``batches``: held-out loss and accuracy, mean and standard error over the batches."""
-    from ..models import build_model
 
     if epochs < 1:
         raise ValueError(f"verify epochs must be at least 1, got {epochs}")

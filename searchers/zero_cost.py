@@ -30,12 +30,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..flops import count_flops, count_params
-from ..genotype import Genotype
-from ..models import build_model
-from ..spaces import NONE
-from ..spaces.metrics import set_locality
-from .verify import as_genotype
+from scansearch.flops import count_flops, count_params
+from scansearch.genotype import Genotype
+from scansearch.models import build_model
+from scansearch.searchers.verify import as_genotype
+from scansearch.spaces import NONE
+from scansearch.spaces.metrics import set_locality
 
 PROXIES = ("locality", "grad_norm", "zico", "synflow", "params", "flops")
 NETWORK_PROXIES = ("grad_norm", "zico", "synflow")

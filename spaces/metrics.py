@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import networkx as nx
 import torch
 
-from .patterns import get_pattern
+from scansearch.spaces.patterns import get_pattern
 
 
 @functools.lru_cache(maxsize=64)

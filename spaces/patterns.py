@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .errors import PatternError
+from scansearch.spaces.errors import PatternError
 
 NONE = "none"  # the special choice "this layer has no SSM" (a MambaOut gated-CNN block)
 

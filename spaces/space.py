@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SpaceError
-from .patterns import NONE, is_pattern_name
+from scansearch.spaces.errors import SpaceError
+from scansearch.spaces.patterns import NONE, is_pattern_name
 
 SPACES_DIR = Path(__file__).resolve().parent
 
@@ -44,6 +44,15 @@ class SearchSpace:
         """How a genotype records this space: a shipped one by name, any other whole (inline),
         so the genotype rebuilds on a machine without the user's space file."""
         return self.name if self.is_shipped else dataclasses.replace(self, path=None)
+
+    def keep(self, k: int | None) -> "SearchSpace":
+        """This space keeping ``k`` directions per layer (None: its own ``k``). The one check of
+        a ``k`` asked for anywhere (a search option, a DARTS config, an encoding)."""
+        if k is None or k == self.k:
+            return self
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.patterns):
+            raise SpaceError(f"k must be in [1, {len(self.patterns)}] for space {self.name!r}, got {k}")
+        return dataclasses.replace(self, k=k)
 
     def to_dict(self) -> dict:
         data = {"name": self.name, "candidates": list(self.candidates), "k": self.k}

@@ -8,4 +8,4 @@ venv="${SCANSEARCH_NNI_VENV:-.venv-nni}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q torch==2.13.0
 "$venv/bin/python" -m pip install -q -e '.[test,nni]'
-"$venv/bin/python" -m pytest -q tests/test_nni.py
+"$venv/bin/python" -m pytest -q tests/searchers/test_nni.py

@@ -17,10 +17,11 @@ import os
 import sys
 import traceback
 
-from ..errors import DivergenceError
-from .common import CLIError, crash_log, user_errors
+from scansearch import __version__
+from scansearch.cli.common import PATH_ERRORS, crash_log
+from scansearch.errors import EXIT_DIVERGED, EXIT_INPUT, EXIT_INTERNAL, DivergenceError, ScanSearchError
 
-EXIT_INTERNAL, EXIT_USER, EXIT_DIVERGED = 1, 2, 3
+EXIT_USER = EXIT_INPUT
 COMMANDS = ["spaces", "genotype", "derive", "search", "export", "train", "evaluate", "bench", "doctor"]
 
 
@@ -33,8 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = _Parser(prog="scansearch", description="Search the scan directions of vision Mamba models.")
     parser.add_argument("--version", action="version", version=f"scansearch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
@@ -52,12 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except user_errors() as err:
+    except ScanSearchError as err:
+        if err.exit_code == EXIT_INTERNAL:
+            if args.debug:
+                raise
+            return _internal_error(err)
+        label = "diverged" if isinstance(err, DivergenceError) else "error"
+        sys.stderr.write(f"scansearch: {label}: {_one_line(err)}\n")
+        return err.exit_code
+    except PATH_ERRORS as err:  # a path the user named: not there, not a folder, not readable
         sys.stderr.write(f"scansearch: error: {_one_line(err)}\n")
-        return EXIT_USER
-    except DivergenceError as err:
-        sys.stderr.write(f"scansearch: diverged: {_one_line(err)}\n")
-        return EXIT_DIVERGED
+        return EXIT_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("scansearch: interrupted\n")
         return 130
@@ -90,4 +94,4 @@ def _internal_error(err: Exception) -> int:
     sys.stderr.write(f"scansearch: {kind}: {type(err).__name__}: {_one_line(err)} ({where})\n")
     return EXIT_INTERNAL
 
-__all__ = ["CLIError", "EXIT_DIVERGED", "EXIT_INTERNAL", "EXIT_USER", "build_parser", "main"]
+__all__ = ["EXIT_DIVERGED", "EXIT_INTERNAL", "EXIT_USER", "build_parser", "main"]

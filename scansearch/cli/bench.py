@@ -5,7 +5,13 @@ what to read. ``benchmarks/RESULTS.md`` records runs with the machine they came 
 """
 from __future__ import annotations
 
-from .common import CLIError, console
+import torch
+from rich.table import Table
+
+from scansearch.cli.common import InputError, console
+from scansearch.kernels.bench import SHAPES, ratio_lines, run_kernel_bench, table_rows
+from scansearch.models import PRESETS
+from scansearch.models.bench import BENCH_MODELS, print_table, run_model_bench
 
 
 def register(sub) -> None:
@@ -26,28 +32,25 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import torch
-    from rich.table import Table
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda"):
-        raise CLIError(f"--device must be cpu or cuda, got {device!r}")
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is visible to torch here")
+        raise InputError("--device cuda: no CUDA device is visible to torch here")
     for name in ("batch", "repeats"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise CLIError(f"--{name} must be at least 1, got {value}")
+            raise InputError(f"--{name} must be at least 1, got {value}")
     if args.threads is not None and min(args.threads) < 1:
-        raise CLIError(f"--threads must be at least 1, got {min(args.threads)}")
+        raise InputError(f"--threads must be at least 1, got {min(args.threads)}")
     if args.what != "kernels" and (args.shapes or args.threads):
-        raise CLIError("--shapes and --threads apply to `bench kernels` only")
+        raise InputError("--shapes and --threads apply to `bench kernels` only")
     if args.what == "kernels":
-        from ..kernels.bench import SHAPES, ratio_lines, run_kernel_bench, table_rows
 
         unknown = [s for s in args.shapes or () if s not in SHAPES]
         if unknown:
-            raise CLIError(f"--shapes: unknown shape {unknown[0]!r}; known: {', '.join(SHAPES)}")
+            raise InputError(f"--shapes: unknown shape {unknown[0]!r}; known: {', '.join(SHAPES)}")
         with console.status("timing the scan kernels"):
             rows = run_kernel_bench(device=device, repeats=args.repeats or 5, quick=args.quick, batch=args.batch,
                                     shapes=args.shapes, threads=args.threads)
@@ -62,13 +65,11 @@ def run(args) -> int:
         for line in ratio_lines(rows):
             console.print(line, highlight=False)
         return 0
-    from ..models import PRESETS
-    from ..models.bench import BENCH_MODELS, print_table, run_model_bench
 
     models = args.models or (["local_vim_micro", "vmamba_micro"] if args.quick else list(BENCH_MODELS))
     unknown = [m for m in models if m not in PRESETS]
     if unknown:
-        raise CLIError(f"--models: unknown preset {unknown[0]!r} (see `scansearch derive --help` for presets)")
+        raise InputError(f"--models: unknown preset {unknown[0]!r} (see `scansearch derive --help` for presets)")
     with console.status("timing the models"):
         rows = run_model_bench(device, args.batch, None, args.quick, models, None, args.repeats)
     print_table(rows, console)

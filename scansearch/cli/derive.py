@@ -7,8 +7,13 @@ import re
 import torch
 from rich.table import Table
 
-from ..spaces import NONE
-from .common import CLIError, check_model_options, console
+from scansearch.cli.common import console
+from scansearch.errors import InputError
+from scansearch.flops import count_flops, count_params
+from scansearch.models import PRESETS, build_model, save_model
+from scansearch.models.build import resolve_source
+from scansearch.models.options import check_model_options
+from scansearch.spaces import NONE
 
 
 def register(sub) -> None:
@@ -31,20 +36,17 @@ def parse_size(text: str | None):
         return None
     m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*", text)
     if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise CLIError(f"--img-size: expected N or HxW with positive integers (e.g. 224), got {text!r}")
+        raise InputError(f"--img-size: expected N or HxW with positive integers (e.g. 224), got {text!r}")
     return int(m.group(1)) if m.group(2) is None else (int(m.group(1)), int(m.group(2)))
 
 
 def run(args) -> int:
-    from ..flops import count_flops, count_params
-    from ..models import build_model, save_model
-    from ..models.build import resolve_source
 
     img_size = parse_size(args.img_size)
     if args.classes < 0:
-        raise CLIError(f"--classes must be >= 0, got {args.classes}")
+        raise InputError(f"--classes must be >= 0, got {args.classes}")
     if args.in_chans < 1:
-        raise CLIError(f"--in-chans must be >= 1, got {args.in_chans}")
+        raise InputError(f"--in-chans must be >= 1, got {args.in_chans}")
     kwargs = dict(num_classes=args.classes, img_size=img_size, in_chans=args.in_chans)
     check_model_options(args.source, img_size, {})
     if args.out is None:
@@ -105,9 +107,7 @@ def _layer_table(model, source: str) -> Table:
     table.add_column("directions")
     layers = model.genotype.layers
     if hasattr(cfg, "depths"):
-        H, W = cfg.image_hw
-        p = getattr(cfg, "patch_size", 4)
-        h, w = -(-H // p), -(-W // p)
+        h, w = cfg.token_grid
         start = 0
         for s, (depth, dim) in enumerate(zip(cfg.depths, cfg.dims)):
             for first, last, layer in _groups(layers[start:start + depth], start):
@@ -125,8 +125,6 @@ def _layer_table(model, source: str) -> Table:
 
 def _published(model, args) -> str | None:
     """The preset's published figures, when the model is that preset unchanged at 224x224."""
-    from ..flops import count_flops
-    from ..models import PRESETS
 
     preset = PRESETS.get(args.source)
     if (preset is None or preset.published is None or model.cfg.image_hw != (224, 224)

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 import sys
 
 from rich.markup import escape
 from rich.table import Table
 
-from .common import console
+from scansearch import __version__
+from scansearch.cli.common import console
+from scansearch.kernels import backend_report
 
 PACKAGES = ("torch", "triton", "optuna", "networkx", "pyyaml", "rich", "safetensors", "matplotlib", "nni")
 
@@ -40,13 +43,10 @@ def _cpu_line(report: dict) -> str:
 
 
 def run(args) -> int:
-    from .. import __version__
-    from ..kernels import backend_report
 
     report = backend_report()
     versions = {name: _version(name) for name in PACKAGES}
     if args.json:
-        import json
 
         print(json.dumps({"scansearch": __version__, "python": platform.python_version(),
                           "packages": versions, **report}, default=str))

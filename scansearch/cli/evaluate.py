@@ -19,8 +19,14 @@ from typing import Any
 
 from rich.table import Table
 
-from .common import CLIError, console
-from .train import DATA_FILE, metrics_table
+from scansearch.cli.common import InputError, console
+from scansearch.cli.train import DATA_FILE, metrics_table
+from scansearch.data import load_data
+from scansearch.data.occlusion import OccludedLoader, batch_generator, check_share, occlude
+from scansearch.models import load_model
+from scansearch.plotting import pyplot
+from scansearch.train import evaluate, resolve_device
+from scansearch.uncertainty import collect_probs, expected_calibration_error, plot_reliability, reliability, supports_mc
 
 ECE_BINS = 15
 
@@ -52,60 +58,52 @@ def register(sub) -> None:
 
 
 def _levels(text: str) -> list[float]:
-    from ..data.occlusion import check_share
 
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise CLIError(f"--levels: expected shares such as 0,0.2,0.4, got {text!r}") from None
+        raise InputError(f"--levels: expected shares such as 0,0.2,0.4, got {text!r}") from None
     if not values:
-        raise CLIError("--levels: give at least one share")
+        raise InputError("--levels: give at least one share")
     return [check_share(v, "--levels") for v in values]
 
 
 def _check(args) -> list[float]:
-    from ..data.occlusion import check_share
 
     if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.mc_samples is not None and args.mc_samples < 1:
-        raise CLIError(f"--mc-samples must be at least 1, got {args.mc_samples}")
+        raise InputError(f"--mc-samples must be at least 1, got {args.mc_samples}")
     check_share(args.occlusion, "--occlusion")
     if args.occlusion_sweep and args.occlusion:
-        raise CLIError("--occlusion and --occlusion-sweep: give one (the sweep sets the shares with --levels)")
+        raise InputError("--occlusion and --occlusion-sweep: give one (the sweep sets the shares with --levels)")
     if args.levels is not None and not args.occlusion_sweep:
-        raise CLIError("--levels sets the shares of --occlusion-sweep; add --occlusion-sweep")
+        raise InputError("--levels sets the shares of --occlusion-sweep; add --occlusion-sweep")
     if args.plot is not None:
         _check_plot(args)
     return _levels(args.levels or "0,0.2,0.4") if args.occlusion_sweep else [args.occlusion]
 
 
 def _check_plot(args) -> None:
-    from ..plotting import pyplot
 
     plot = Path(args.plot)
     if not args.calibration:
-        raise CLIError("--plot draws the reliability diagram of --calibration; add --calibration")
+        raise InputError("--plot draws the reliability diagram of --calibration; add --calibration")
     if not plot.parent.is_dir():
-        raise CLIError(f"--plot {plot}: no such folder {plot.parent}")
+        raise InputError(f"--plot {plot}: no such folder {plot.parent}")
     if plot.is_dir():
-        raise CLIError(f"--plot {plot}: is a folder; give a file name such as reliability.png")
+        raise InputError(f"--plot {plot}: is a folder; give a file name such as reliability.png")
     plt = pyplot()
     if plt is None:
-        raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'")
+        raise InputError("--plot needs matplotlib: pip install 'scansearch[plot]'")
     formats = plt.figure().canvas.get_supported_filetypes()
     plt.close("all")
     suffix = plot.suffix.lstrip(".").lower() or "png"
     if suffix not in formats:
-        raise CLIError(f"--plot {plot}: cannot write .{suffix} (formats: {', '.join(sorted(formats))})")
+        raise InputError(f"--plot {plot}: cannot write .{suffix} (formats: {', '.join(sorted(formats))})")
 
 
 def run_eval(args) -> int:
-    from ..data import load_data
-    from ..data.occlusion import OccludedLoader, batch_generator, occlude
-    from ..models import load_model
-    from ..train import evaluate, resolve_device
-    from ..uncertainty import collect_probs, expected_calibration_error, supports_mc
 
     levels = _check(args)
     root = Path(args.model_dir)
@@ -113,7 +111,7 @@ def run_eval(args) -> int:
     model = load_model(root, map_location=device)
     mc = supports_mc(model)
     if (args.calibration or args.mc_samples is not None) and not mc:
-        raise CLIError(f"{root}: a {model.cfg.family} model has no MC-dropout head; --mc-samples and "
+        raise InputError(f"{root}: a {model.cfg.family} model has no MC-dropout head; --mc-samples and "
                        f"--calibration need a raum model")
     samples = args.mc_samples if args.mc_samples is not None else (model.cfg.mc_samples if mc else None)
     trained_on: dict[str, Any] = {}
@@ -128,7 +126,7 @@ def run_eval(args) -> int:
     data = load_data(args.data, img_size=cfg.image_hw[0], in_chans=cfg.in_chans,
                      batch_size=args.batch_size, seed=seed, augment=False)
     if data.num_classes != cfg.num_classes:
-        raise CLIError(f"--data {args.data}: {data.num_classes} classes, the model in {root} predicts "
+        raise InputError(f"--data {args.data}: {data.num_classes} classes, the model in {root} predicts "
                        f"{cfg.num_classes}")
     loader = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     split = args.split
@@ -190,7 +188,6 @@ def _sweep_table(rows: list[dict], title: str) -> Table:
 
 
 def _plot(row: dict, probs: dict, path: str, title: str) -> None:
-    from ..uncertainty import plot_reliability, reliability
 
     curves = {f"single pass (ECE {row['ece']:.3f})": reliability(probs["single"], probs["labels"], ECE_BINS),
               f"MC mean (ECE {row['mc_ece']:.3f})": reliability(probs["mc_mean"], probs["labels"], ECE_BINS)}

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import sys
 
+from scansearch.cli.common import console
+from scansearch.searchers.run import RunFolder
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write the genotype of a finished search run",
@@ -13,8 +16,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..searchers.run import RunFolder
-    from .common import console
 
     genotype = RunFolder.open(args.run).read_genotype()
     if args.output is None:

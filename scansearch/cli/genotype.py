@@ -5,10 +5,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..genotype import Genotype
-from ..spaces import NONE
-from ..spaces import set_locality
-from .common import console
+from scansearch.cli.common import console
+from scansearch.genotype import Genotype
+from scansearch.spaces import NONE, set_locality
 
 
 def register(sub) -> None:

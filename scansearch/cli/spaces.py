@@ -5,10 +5,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..spaces import (NONE, PatternError, SpaceError, best_subset, get_pattern, is_pattern_name, load_space,
-                      pattern_locality, set_locality, shipped_spaces)
-from ..plotting import pyplot, save_figure
-from .common import CLIError, console, parse_grid
+from scansearch.cli.common import InputError, console, parse_grid
+from scansearch.plotting import pyplot, save_figure
+from scansearch.spaces import (NONE, PatternError, SpaceError, best_subset, get_pattern, is_pattern_name, load_space,
+                               pattern_locality, set_locality, shipped_spaces)
 
 
 def register(sub) -> None:
@@ -37,13 +37,13 @@ def _resolve(name: str):
     if is_pattern_name(name):
         return f"pattern {name}", [name], None
     if name == NONE:
-        raise CLIError("'none' is not a scan pattern: it means a layer without an SSM")
+        raise InputError("'none' is not a scan pattern: it means a layer without an SSM")
     try:
         space = load_space(name)
     except SpaceError as err:
         if Path(name).suffix or "/" in name:
             raise
-        raise CLIError(f"{name!r} is neither a scan pattern nor a search space "
+        raise InputError(f"{name!r} is neither a scan pattern nor a search space "
                        f"(spaces: {', '.join(shipped_spaces())})") from err
     return f"space {space.name} (k={space.k})", list(space.patterns), space
 
@@ -75,10 +75,10 @@ def plot_paths(names, H: int, W: int, out: str) -> Path:
     """One panel per pattern: the scan's path through the token centres, start marked."""
     plt = pyplot()
     if plt is None:
-        raise CLIError("--plot needs matplotlib: pip install 'scansearch[plot]'")
+        raise InputError("--plot needs matplotlib: pip install 'scansearch[plot]'")
     out = Path(out)
     if not out.parent.is_dir():
-        raise CLIError(f"--plot: folder {str(out.parent)!r} does not exist")
+        raise InputError(f"--plot: folder {str(out.parent)!r} does not exist")
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows * H / max(W, 1) + 0.4), squeeze=False)

@@ -10,15 +10,24 @@ is in :mod:`.evaluate`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.table import Table
 
-from ..fileio import atomic_write_text
-from . import train_semi
-from .common import CLIError, check_model_options, console, parse_overrides, set_crash_log
+from scansearch.cli import train_semi
+from scansearch.cli.common import console, set_crash_log
+from scansearch.data import default_img_size, load_data
+from scansearch.errors import InputError
+from scansearch.fileio import atomic_write_text
+from scansearch.models import build_model, get_preset, recorded_config, save_model
+from scansearch.models.build import resolve_source
+from scansearch.models.options import check_model_options, parse_overrides
+from scansearch.searchers.run import RunFolder
+from scansearch.train import TrainConfig, evaluate, fit
 
 DATA_FILE, METRICS_FILE = "data.json", "metrics.json"
 TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 1e-2, "weight_decay": 0.05}
@@ -53,7 +62,6 @@ def _genotype_source(text: str):
     """A run folder stands for its genotype.yaml; anything else goes to build_model as is."""
     path = Path(text)
     if path.is_dir():
-        from ..searchers.run import RunFolder
 
         return RunFolder.open(path).read_genotype()
     return text
@@ -63,51 +71,41 @@ def _with_model(source, preset: str | None):
     """``source`` with its genotype's ``model:`` replaced by ``preset`` (``--model``)."""
     if preset is None:
         return source
-    import dataclasses
 
-    from ..models import get_preset
-    from ..models.build import resolve_source
 
     get_preset(preset)  # an unknown name: a ModelError naming the presets
     _, genotype = resolve_source(source)
     if genotype is None:
-        raise CLIError(f"--model {preset}: {source} is a preset, not a genotype; train {preset} itself instead")
+        raise InputError(f"--model {preset}: {source} is a preset, not a genotype; train {preset} itself instead")
     return dataclasses.replace(genotype, model=preset)
 
 
 def _data_size(source, img_size: int | None, data_spec: str) -> int | None:
     """The size images are loaded at: ``--img-size``, else the size the genotype was searched
     at, else a built-in set's own size, else (folders) the model preset's size."""
-    from ..models import recorded_config
-    from ..models.build import resolve_source
 
     if img_size is not None:
         return img_size
     preset, genotype = resolve_source(source)
     recorded = None if genotype is None else recorded_config(genotype).get("img_size")
-    if recorded is None and str(data_spec).partition(":")[0] in ("digits", "planted"):
-        return None
-    size = recorded if recorded is not None else preset.config.get("img_size", 224)
-    return size if isinstance(size, int) else size[0]
+    if recorded is not None:  # the size it was searched at, built-in data or not
+        return recorded if isinstance(recorded, int) else recorded[0]
+    return default_img_size(data_spec, preset.config.get("img_size", 224))
 
 
 def run_train(args) -> int:
-    import torch
 
-    from ..data import load_data
-    from ..models import build_model, save_model
-    from ..train import TrainConfig, evaluate, fit
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.lr > 0:
-        raise CLIError(f"--lr must be positive, got {args.lr}")
+        raise InputError(f"--lr must be positive, got {args.lr}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: exists and is not a folder")
+        raise InputError(f"--out {out}: exists and is not a folder")
     if not args.resume and (out / "checkpoint.pt").exists():
-        raise CLIError(f"--out {out}: already holds a training run; pass --resume to continue it, or another --out")
+        raise InputError(f"--out {out}: already holds a training run; pass --resume to continue it, or another --out")
     train_semi.check(args)
     run_options = train_semi.options(args)
     if args.resume:

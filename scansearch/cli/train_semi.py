@@ -10,9 +10,13 @@ plain FixMatch confidence, or none (supervised on the labeled part only, same st
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
-from .common import CLIError, console
+from scansearch.cli.common import InputError, console
+from scansearch.data.unlabeled import split_labeled, unlabeled_folder
+from scansearch.semi import SemiConfig, SemiLoader, SemiSupervised
 
 SEMI_OPTIONS = ("labeled_ratio", "unlabeled", "filter", "tau", "uncertainty", "uncertainty_max",
                 "uncertainty_quantile", "mc_samples", "unlabeled_ratio", "lambda_u")
@@ -47,23 +51,22 @@ def check(args) -> None:
     given = [f"--{name.replace('_', '-')}" for name in SEMI_OPTIONS if getattr(args, name) is not None]
     if not args.semi_supervised:
         if given:
-            raise CLIError(f"{given[0]} belongs to semi-supervised training; add --semi-supervised")
+            raise InputError(f"{given[0]} belongs to semi-supervised training; add --semi-supervised")
     elif (args.labeled_ratio is None) == (args.unlabeled is None):
-        raise CLIError("--semi-supervised needs one of --labeled-ratio R and --unlabeled DIR")
+        raise InputError("--semi-supervised needs one of --labeled-ratio R and --unlabeled DIR")
     if args.labeled_ratio is not None and not 0 < args.labeled_ratio < 1:
-        raise CLIError(f"--labeled-ratio must lie in (0, 1), got {args.labeled_ratio}")
+        raise InputError(f"--labeled-ratio must lie in (0, 1), got {args.labeled_ratio}")
     if args.uncertainty_max is not None and args.uncertainty_quantile is not None:
-        raise CLIError("--uncertainty-max and --uncertainty-quantile: give one")
+        raise InputError("--uncertainty-max and --uncertainty-quantile: give one")
     if args.filter not in (None, "uncertainty"):
         ignored = [f"--{n.replace('_', '-')}" for n in ("uncertainty", "uncertainty_max", "uncertainty_quantile",
                                                         "mc_samples") if getattr(args, n) is not None]
         if ignored:
-            raise CLIError(f"--filter {args.filter} reads no uncertainty; drop {', '.join(ignored)}")
+            raise InputError(f"--filter {args.filter} reads no uncertainty; drop {', '.join(ignored)}")
     semi_config(args, mc_default=8).validate()  # a TrainError: exit code 2, one line
 
 
 def semi_config(args, mc_default: int):
-    from ..semi import SemiConfig
 
     values: dict[str, Any] = {"occlusion": args.occlusion, "seed": args.seed, "mc_samples": mc_default}
     if args.semi_supervised:
@@ -82,8 +85,6 @@ def semi_config(args, mc_default: int):
 
 def setup(args, data, model):
     """(data for ``fit``, the SemiSupervised hook or None, what to record) for these options."""
-    from ..data.unlabeled import split_labeled, unlabeled_folder
-    from ..semi import SemiLoader, SemiSupervised
 
     if not args.semi_supervised and not args.occlusion:
         return data, None, {}
@@ -110,7 +111,6 @@ OPTIONS_FILE = "train_options.json"
 
 def options(args) -> dict[str, Any]:
     """What a resumed run must repeat: the semi-supervised settings, the split and the occlusion."""
-    from pathlib import Path
 
     semi = None
     if args.semi_supervised:
@@ -122,7 +122,6 @@ def options(args) -> dict[str, Any]:
 
 def check_resume(out, current: dict[str, Any]) -> None:
     """Refuse to resume with other semi-supervised settings, split or occlusion than the run had."""
-    import json
 
     path = out / OPTIONS_FILE
     try:
@@ -130,10 +129,10 @@ def check_resume(out, current: dict[str, Any]) -> None:
     except FileNotFoundError:
         saved = {"semi_supervised": False, "semi": None, "labeled_ratio": None, "unlabeled": None, "occlusion": 0.0}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CLIError(f"{path}: cannot read: {err}") from None
+        raise InputError(f"{path}: cannot read: {err}") from None
     if not isinstance(saved, dict):
-        raise CLIError(f"{path}: not a mapping")
+        raise InputError(f"{path}: not a mapping")
     for key in current:
         if saved.get(key) != current[key]:
-            raise CLIError(f"--resume: {out} was trained with {key}={saved.get(key)!r}, this command says "
+            raise InputError(f"--resume: {out} was trained with {key}={saved.get(key)!r}, this command says "
                            f"{current[key]!r}; repeat the run's options or use another --out")

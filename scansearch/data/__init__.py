@@ -23,17 +23,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .bundle import DataBundle, DataError, TensorLoader, stratified_split
-from .digits import load_digits
-from .folders import load_folder
-from .idx import is_idx_folder, load_idx, read_idx, split_options
-from .images import FolderLoader, default_workers
-from .planted import PlantedConfig, generate_planted, load_planted, planted_motifs, signal_multiset
+from scansearch.data.bundle import DataBundle, DataError, TensorLoader, stratified_split
+from scansearch.data.digits import load_digits
+from scansearch.data.folders import load_folder
+from scansearch.data.idx import is_idx_folder, load_idx, read_idx, split_options
+from scansearch.data.images import FolderLoader, default_workers
+from scansearch.data.planted import PlantedConfig, generate_planted, load_planted, planted_motifs, signal_multiset
 
 BUILTINS = ("digits", "planted")
 
+
+def is_builtin(spec) -> bool:
+    """A built-in data set (``digits``, ``planted[:...]``), which has an image size of its own."""
+    return isinstance(spec, str) and spec.strip().partition(":")[0] in BUILTINS
+
+
+def default_img_size(spec, model_size: int | tuple[int, int] | None) -> int | None:
+    """The size images of ``spec`` load at when none is asked for: a built-in set's own
+    (None), else ``model_size``, the size the model is configured or was searched at."""
+    if is_builtin(spec) or model_size is None:
+        return None
+    return model_size if isinstance(model_size, int) else model_size[0]
+
 __all__ = [
-    "BUILTINS", "DataBundle", "DataError", "FolderLoader", "PlantedConfig", "TensorLoader", "default_workers",
+    "BUILTINS", "DataBundle", "DataError", "FolderLoader", "PlantedConfig", "TensorLoader", "default_img_size",
+    "default_workers", "is_builtin",
     "generate_planted", "is_idx_folder", "load_data", "load_digits", "load_folder", "load_idx", "load_planted",
     "planted_motifs", "read_idx", "signal_multiset", "stratified_split",
 ]

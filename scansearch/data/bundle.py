@@ -16,8 +16,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from scansearch.errors import InputError
 
-class DataError(ValueError):
+
+class DataError(InputError):
     """Data that cannot be used; the message is one line saying what is wrong and where."""
 
 

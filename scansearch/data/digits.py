@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .bundle import DataBundle, DataError, TensorLoader, repeat_channels, stratified_split
+from scansearch.data.bundle import DataBundle, DataError, TensorLoader, repeat_channels, stratified_split
 
 DIGITS_CSV = Path(__file__).resolve().parent.parent / "assets" / "digits.csv.gz"
 NATIVE_SIZE = 8

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bundle import DataBundle, DataError, stratified_split
-from .images import FolderLoader, ImageFileDataset, Sample, default_workers, is_image_file, normalisation, require_pil
+from scansearch.data.bundle import DataBundle, DataError, stratified_split
+from scansearch.data.images import (FolderLoader, ImageFileDataset, Sample, default_workers, is_image_file,
+                                    normalisation, require_pil)
 
 DEFAULT_IMG_SIZE = 224
 FLAT_FRACTIONS = (0.70, 0.15, 0.15)

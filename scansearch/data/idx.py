@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .bundle import DataBundle, DataError, TensorLoader, repeat_channels, stratified_split
-from .digits import SHIFT_PROBABILITY, random_shift
+from scansearch.data.bundle import DataBundle, DataError, TensorLoader, repeat_channels, stratified_split
+from scansearch.data.digits import SHIFT_PROBABILITY, random_shift
 
 # type byte -> (torch dtype, bytes per value)
 IDX_TYPES = {0x08: (torch.uint8, 1), 0x09: (torch.int8, 1), 0x0B: (torch.int16, 2), 0x0C: (torch.int32, 4),

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from .bundle import DataError
+from scansearch.data.bundle import DataError
 
 ASPECT = (0.5, 2.0)
 SWEEP = (0.0, 0.2, 0.4)  # the paper's no / 20% / 40% occlusion

@@ -78,7 +78,7 @@ every class); all blocks are placed in a random order, and Gaussian noise of std
   are a random permutation of the multiset), hence also class-independent;
 * so any single pixel and any pair of pixels anywhere has the same distribution in every
   class; only three or four pixels of one block together identify it. The tests
-  (``tests/test_data.py``, ``tests/test_data_planted.py``) check this on samples, together
+  (``tests/data/test_data.py``, ``tests/data/test_data_planted.py``) check this on samples, together
   with the fact that the histogram of block patterns read along the block's own shape
   separates the classes, and (for ``4x1`` and ``1x4``) that 2x2 blocks do not.
 
@@ -94,7 +94,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from .bundle import DataBundle, DataError, TensorLoader, repeat_channels
+from scansearch.data.bundle import DataBundle, DataError, TensorLoader, repeat_channels
 
 NUM_PATTERNS = 16
 # Block shapes: name -> (height, width) in pixels. Every shape has 4 pixels.

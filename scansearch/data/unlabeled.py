@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .bundle import DataBundle, DataError, TensorLoader
-from .images import FolderLoader, ImageFileDataset, is_image_file
+from scansearch.data.bundle import DataBundle, DataError, TensorLoader
+from scansearch.data.images import FolderLoader, ImageFileDataset, is_image_file
 
 UNKNOWN = -1  # the label of an unlabeled image whose class nobody knows
 

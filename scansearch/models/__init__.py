@@ -4,14 +4,14 @@
 and ``.config``; ``save_model``/``load_model`` store it as genotype, config and
 safetensors weights. Nothing here imports :mod:`scansearch.searchers`.
 """
-from .base import ScanModel
-from .blocks import Block, GatedCNN
-from .build import FAMILIES, build_from_config, build_model, model_config, recorded_config
-from .errors import ModelError, ShapeError
-from .io import load_model, save_model
-from .mixer import DirectionSubset, SCAttn, ScanMixer
-from .presets import PRESETS, Preset, Published, get_preset, list_presets
-from .raum import RAUMConfig, RAUMNet, RegionAttention
+from scansearch.models.base import ScanModel
+from scansearch.models.blocks import Block, GatedCNN
+from scansearch.models.build import FAMILIES, build_from_config, build_model, model_config, recorded_config
+from scansearch.models.errors import ModelError, ShapeError
+from scansearch.models.serialize import load_model, save_model
+from scansearch.models.mixer import DirectionSubset, ScanMixer, SCAttn
+from scansearch.models.presets import PRESETS, Preset, Published, get_preset, list_presets
+from scansearch.models.raum import RAUMConfig, RAUMNet, RegionAttention
 
 __all__ = [
     "Block", "DirectionSubset", "FAMILIES", "GatedCNN", "ModelError", "PRESETS", "Preset", "Published", "SCAttn", "ScanMixer",

@@ -6,12 +6,12 @@ from typing import Any, Iterator, Sequence
 
 import torch.nn as nn
 
-from .. import spaces
-from ..genotype import Genotype, Layer
-from .blocks import Block, GatedCNN
-from .config import ModelConfig
-from .errors import ModelError
-from .mixer import ScanMixer
+from scansearch import spaces
+from scansearch.genotype import Genotype, Layer
+from scansearch.models.blocks import Block, GatedCNN
+from scansearch.models.config import ModelConfig
+from scansearch.models.errors import ModelError
+from scansearch.models.mixer import ScanMixer
 
 
 class ScanModel(nn.Module):

@@ -7,6 +7,11 @@ from functools import partial
 from typing import Sequence
 
 import torch
+from rich.console import Console
+from rich.table import Table
+
+from scansearch.flops import count_flops, count_params
+from scansearch.models import build_model
 
 BENCH_MODELS = ("vim_tiny", "local_vim_tiny", "vmamba_tiny", "local_vmamba_tiny", "mambaout_tiny")
 
@@ -35,8 +40,6 @@ def run_model_bench(device: str = "cpu", batch: int | None = None, img_size: int
                     quick: bool = False, models: Sequence[str] = BENCH_MODELS, backend: str | None = None,
                     repeats: int | None = None) -> list[dict]:
     """One row per model: params, FLOPs per image at ``img_size``, inference and training img/s."""
-    from ..flops import count_flops, count_params
-    from . import build_model
 
     default_batch, default_size = _defaults(device)
     batch = batch or default_batch
@@ -75,8 +78,6 @@ def _train_step(model, optimizer, images, labels) -> None:
 
 
 def print_table(rows: list[dict], console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     if not rows:

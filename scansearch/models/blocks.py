@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .mixer import ScanMixer
+from scansearch.models.mixer import ScanMixer
 
 
 class DropPath(nn.Module):

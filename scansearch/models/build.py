@@ -6,17 +6,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import spaces
-from ..genotype import Genotype, GenotypeError
-from .base import ScanModel
-from .errors import ModelError
-from .local_vim import LocalVisionMamba
-from .local_vmamba import LocalVMamba
-from .mambaout import MambaOut
-from .presets import PRESETS, Preset, get_preset
-from .raum import RAUMNet
-from .vim import VisionMamba
-from .vmamba import VMamba
+from scansearch import spaces
+from scansearch.genotype import Genotype, GenotypeError
+from scansearch.models.base import ScanModel
+from scansearch.models.errors import ModelError
+from scansearch.models.local_vim import LocalVisionMamba
+from scansearch.models.local_vmamba import LocalVMamba
+from scansearch.models.mambaout import MambaOut
+from scansearch.models.presets import PRESETS, Preset, get_preset
+from scansearch.models.raum import RAUMNet
+from scansearch.models.vim import VisionMamba
+from scansearch.models.vmamba import VMamba
 
 FAMILIES: dict[str, type[ScanModel]] = {
     "vim": VisionMamba,
@@ -70,7 +70,7 @@ def _preset_for(genotype: Genotype, where: str) -> Preset:
 def preset_genotype(preset: Preset, cfg) -> Genotype:
     """The genotype a preset ships with: the same directions in every layer, every layer
     ``none``, or a shipped genotype (LocalMamba's searched directions, provenance kept)."""
-    grid = _token_grid(cfg)
+    grid = cfg.token_grid
     n = cfg.num_layers
     if isinstance(preset.layers, str) and preset.layers != spaces.NONE:
         shipped = Genotype.preset(preset.layers)
@@ -161,12 +161,3 @@ def build_from_config(config: dict[str, Any], genotype: Genotype, where: str = "
     model = cls(cfg, genotype.layers)
     model.genotype = genotype
     return model
-
-
-def _token_grid(cfg) -> tuple[int, int]:
-    """The first mixer layer's token grid at the configured image size."""
-    H, W = cfg.image_hw
-    if hasattr(cfg, "patch_size"):
-        p = cfg.patch_size
-        return -(-H // p), -(-W // p)
-    return -(-H // 4), -(-W // 4)  # MambaOut's stem: two stride-2 convs

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .errors import ModelError
+from scansearch.models.errors import ModelError
 
 # Fields whose value must be one of a few words.
 CHOICES = {
@@ -145,6 +145,21 @@ class ModelConfig:
     @property
     def num_layers(self) -> int:
         raise NotImplementedError
+
+    @property
+    def token_stride(self) -> int:
+        """Pixels per token side at the first mixer layer: the patch size (MambaOut: its stem's 4)."""
+        return self.patch_size
+
+    def grid_at(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The first mixer layer's token grid for ``hw`` images (a partial patch is a token)."""
+        s = self.token_stride
+        return -(-hw[0] // s), -(-hw[1] // s)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """The first mixer layer's token grid at the configured image size: the grid a genotype records."""
+        return self.grid_at(self.image_hw)
 
 
 class Staged:

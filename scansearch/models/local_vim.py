@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .vim import VimConfig, VisionMamba
+from scansearch.models.vim import VimConfig, VisionMamba
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .vmamba import VMamba, VMambaConfig
+from scansearch.models.vmamba import VMamba, VMambaConfig
 
 
 @dataclass(frozen=True)

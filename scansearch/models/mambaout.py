@@ -14,12 +14,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..genotype import Layer
-from .base import ScanModel, make_mixer, stage_slices
-from .blocks import Block, drop_path_rates, init_trunc_normal
-from .config import ModelConfig, Staged
-from .errors import ModelError
-from .vmamba import Stage
+from scansearch.genotype import Layer
+from scansearch.models.base import ScanModel, make_mixer, stage_slices
+from scansearch.models.blocks import Block, drop_path_rates, init_trunc_normal
+from scansearch.models.config import ModelConfig, Staged
+from scansearch.models.errors import ModelError
+from scansearch.models.vmamba import Stage
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class MambaOutConfig(Staged, ModelConfig):
     dt_rank: object = "auto"
     d_conv: int = 3
     scattn: bool = False
+    token_stride = 4  # the stem: two stride-2 convs (a class attribute, not a field)
 
     def check(self, where: str) -> None:
         super().check(where)

@@ -19,10 +19,10 @@ Two placements of the convolution:
 Either way one ``multi_scan`` call scans all K directions and merges them in image
 order, weighted by ``weights`` (ones for a derived model, ``softmax(alpha)`` for a
 supernet). With SCAttn (LocalMamba) each direction's output is needed on its own
-before the sum, because the attention normalises it per token; ``multi_scan`` only
-returns the merged sum, so that path calls it once per direction with K=1. Cost: K
-kernel calls instead of one and a (B, K, L, Di) buffer of per-direction outputs;
-the arithmetic (and the counted FLOPs) are the same.
+before the sum, because the attention normalises it per token: that path asks
+``multi_scan(merge=False)`` for the per-direction outputs (one kernel call, a
+(B, L, K, Di) buffer) and merges them itself; the arithmetic (and the counted FLOPs)
+are the same.
 
 A class token, when the sequence has one (``L == H*W + 1``), sits in the middle of
 the sequence (index ``H*W // 2``, Vim's ``use_middle_cls_token``) and at the middle
@@ -38,8 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import spaces
-from .errors import ModelError, ShapeError
+from scansearch import kernels, spaces
+from scansearch.models.errors import ModelError, ShapeError
 
 CONV_PLACEMENTS = ("sequence", "image")
 MERGES = ("sum", "mean")
@@ -50,7 +50,6 @@ PER_DIRECTION = ("conv1d_weight", "conv1d_bias", "x_proj_weight", "dt_proj_weigh
 def multi_scan(*args, **kwargs):
     """``scansearch.kernels.multi_scan``, looked up at call time (the kernels package is optional
     at import time of the models)."""
-    from .. import kernels
 
     return kernels.multi_scan(*args, **kwargs)
 

@@ -1,6 +1,6 @@
 """Every preset, timm style: a small registered function per model with its config in plain
 sight and its published figures beside it (the tests check them against
-``tests/data/anchors/published.yaml``).
+``tests/fixtures/anchors/published.yaml``).
 
 ``layers`` in a preset is one of: a tuple of directions used by every layer, a shipped
 genotype's name (LocalMamba's searched directions), or ``"none"`` (every layer a gated CNN).
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ModelError
+from scansearch.models.errors import ModelError
 
 LOCAL_BASELINE = ("h", "h_flip", "w2", "w2_flip")  # LocalMamba's un-searched local model
 CROSS4 = ("h", "v", "h_flip", "v_flip")  # VMamba's cross-scan

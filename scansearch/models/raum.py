@@ -28,9 +28,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..genotype import Layer
-from .errors import ModelError
-from .vmamba import VMamba, VMambaConfig
+from scansearch.genotype import Layer
+from scansearch.models.errors import ModelError
+from scansearch.models.vmamba import VMamba, VMambaConfig
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..genotype import Layer
-from .base import ScanModel, make_mixer
-from .blocks import Block, GatedCNN, drop_path_rates, init_trunc_normal
-from .config import ModelConfig
-from .errors import ModelError
+from scansearch.genotype import Layer
+from scansearch.models.base import ScanModel, make_mixer
+from scansearch.models.blocks import Block, GatedCNN, drop_path_rates, init_trunc_normal
+from scansearch.models.config import ModelConfig
+from scansearch.models.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class VisionMamba(ScanModel):
     def __init__(self, cfg: VimConfig, layers: Sequence[Layer]):
         super().__init__(cfg, layers)
         C, p = cfg.dim, cfg.patch_size
-        self.grid = (math.ceil(cfg.image_hw[0] / p), math.ceil(cfg.image_hw[1] / p))
+        self.grid = cfg.token_grid
         self.patch_embed = nn.Conv2d(cfg.in_chans, C, p, p)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C)) if cfg.cls_token else None
         n_tokens = self.grid[0] * self.grid[1] + (1 if cfg.cls_token else 0)

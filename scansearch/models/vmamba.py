@@ -18,11 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..genotype import Layer
-from .base import ScanModel, make_mixer, stage_slices
-from .blocks import Block, drop_path_rates, init_trunc_normal
-from .config import ModelConfig, Staged
-from .errors import ModelError
+from scansearch.genotype import Layer
+from scansearch.models.base import ScanModel, make_mixer, stage_slices
+from scansearch.models.blocks import Block, drop_path_rates, init_trunc_normal
+from scansearch.models.config import ModelConfig, Staged
+from scansearch.models.errors import ModelError
 
 
 @dataclass(frozen=True)
