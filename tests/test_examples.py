@@ -66,3 +66,13 @@ def test_many_workers_on_one_journal_study(tmp_path):
     assert "--join" in result.stdout
     for i in range(3):
         assert (tmp_path / "runs" / f"worker-{i}" / "genotype.yaml").is_file()
+
+
+@pytest.mark.slow  # two searches and a resume: the full suite runs it
+def test_the_search_pipeline_from_python(tmp_path):
+    result = run_example("search_pipeline.py", "--fast", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "refused before anything ran: --epochs must be at least 1" in result.stdout
+    assert "same genotype: True" in result.stdout and "TPE's best:" in result.stdout
+    for name in ("darts/genotype.yaml", "tpe/genotype.yaml", "tpe/study.journal"):
+        assert (tmp_path / "runs" / name).is_file(), name
