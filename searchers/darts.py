@@ -34,9 +34,9 @@ from scansearch.errors import DivergenceError
 from scansearch.genotype import Genotype
 from scansearch.searchers.discretize import discretize
 from scansearch.searchers.run import RunFolder
-from scansearch.searchers.selection import fixed_batches, score_genotypes, select_by_effect
+from scansearch.searchers.selection import fixed_batches, select_by_effect
 from scansearch.searchers.supernet import Supernet
-from scansearch.searchers.verify import REFERENCES, reference_genotypes, train_genotypes
+from scansearch.searchers.verify import REFERENCES, finetune, finetuned_check, reference_genotypes, trained_check
 from scansearch.spaces import NONE, SearchSpace
 from scansearch.train import FitContext, TrainConfig, TrainError, TrainResult, fit
 
@@ -64,7 +64,9 @@ class DartsConfig:
     alphas: str = "learned"           # learned | uniform (frozen at zero: selection by effect alone)
     finetune_steps: int = 10          # weight steps between layers in perturb selection
     select_batches: int | None = None  # held-out batches scored per mask (None: all of the half)
-    verify_epochs: int = 0            # closing check: 0 scores with the supernet's weights; N trains each genotype N epochs
+    verify_epochs: int = 0            # closing check: 0 fine-tunes each genotype from the supernet; N trains each N epochs
+    verify_steps: int = 20            # closing check: fine-tune steps under each genotype's own mask
+    verify_seeds: int = 2             # closing check: fine-tune (or training) seeds per genotype
 
     def validate(self, epochs: int) -> None:
         if self.mode not in MODES:
@@ -92,6 +94,11 @@ class DartsConfig:
             raise TrainError("darts: uniform alphas carry no choice; select by effect (select='perturb')")
         if self.finetune_steps < 0 or (self.select_batches is not None and self.select_batches < 1):
             raise TrainError("darts: finetune_steps (--finetune-steps) must be >= 0 and select_batches >= 1")
+        if self.verify_steps < 0:
+            raise TrainError(f"darts: verify_steps (--verify-steps) must not be negative, got {self.verify_steps}")
+        if self.verify_seeds < 2:
+            raise TrainError(f"darts: verify_seeds (--verify-seeds) must be at least 2 (the verdict's error needs "
+                             f"them), got {self.verify_seeds}")
         if self.verify_epochs < 0:
             raise TrainError(f"darts: verify_epochs (--verify-epochs) must not be negative, got {self.verify_epochs}")
 
@@ -327,6 +334,7 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
     result = fit(supernet, data, train_config, out_dir=None if run is None else run.path, resume=resume,
                  hooks=[step, *hooks], progress=progress, step_fn=step, param_filter=Supernet.is_weight)
     device = next(supernet.parameters()).device
+    start = {k: v.clone() for k, v in supernet.state_dict().items()}  # the closing check's starting point
     select_half, verify_half = held_out_halves(data.val, device, darts_config.select_batches)
     prov = {"searcher": "darts", "mode": darts_config.mode, "order": darts_config.order,
             "select": darts_config.select, "alphas": darts_config.alphas,
@@ -351,10 +359,12 @@ def search(supernet: Supernet, data, train_config: TrainConfig, darts_config: Da
                         provenance=prov, alphas=tuple(tuple(round(float(v), 6) for v in row)
                                                       for row in supernet.weights_table()))
     references = reference_genotypes(genotype, supernet.candidates)
+    seeds = range(train_config.seed, train_config.seed + darts_config.verify_seeds)
     if darts_config.verify_epochs:
-        verify = train_genotypes(genotype, references, data, train_config, darts_config.verify_epochs, verify_half)
+        verify = trained_check(genotype, references, data, train_config, darts_config.verify_epochs, verify_half, seeds)
     else:
-        verify = score_genotypes(supernet, references, verify_half)
+        verify = finetuned_check(supernet, start, references, data=data, config=train_config,
+                                 steps=darts_config.verify_steps, seeds=seeds, batches=verify_half)
     weights = supernet.weights_table()
     if run is not None and distributed.is_main():
         run.write_genotype(genotype)
@@ -382,24 +392,14 @@ def held_out_halves(loader, device, max_batches: int | None):
 def finetune_weights(supernet: Supernet, *, data, config: TrainConfig, steps: int, device) -> None:
     """A few weight steps on the training split (DARTS-PT's tuning between edges), with the
     final learning rate of the run's schedule scaled up to a tenth of its peak."""
-    params = list(supernet.weight_parameters())
-    optimizer = torch.optim.AdamW(params, lr=0.1 * config.lr, weight_decay=config.weight_decay)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    supernet.train()
-    done = 0
-    while done < steps:
-        for images, labels in data.train:
-            loss = loss_fn(supernet(images.to(device)).float(), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            done += 1
-            if done >= steps:
+    batches = []
+    while len(batches) < steps:
+        for batch in data.train:
+            batches.append(batch)
+            if len(batches) >= steps:
                 break
+    finetune(supernet, batches, config, device, params=supernet.weight_parameters())
     supernet.alphas.grad = None
-    supernet.eval()
 
 
 __all__ = ["ALPHAS", "DartsConfig", "DartsStep", "MODES", "REFERENCES", "SELECTIONS", "SearchResult", "alpha_margin",

@@ -16,7 +16,7 @@ from scansearch.searchers.darts import search
 from scansearch.searchers.report import plot_heatmap, selection_table, verify_table, weights_table
 from scansearch.searchers.run import RunFolder
 from scansearch.searchers.searcher import Prepared, Searcher, SearchOutcome
-from scansearch.searchers.verify import REFERENCES, as_genotype
+from scansearch.searchers.verify import FOUND, REFERENCES, as_genotype, recommend
 from scansearch.train import CHECKPOINT_FORMAT
 from scansearch.training_state import load_checkpoint
 
@@ -73,18 +73,21 @@ class DartsSearcher(Searcher):
         selections, verify = result.extra["selections"], result.extra["verify"]
         if selections:
             ctx.print(selection_table(selections, f"{space}: selection by effect per layer"))
-        n = s.darts.verify_epochs
-        how = f"each trained {n} epoch{'s' if n != 1 else ''} from scratch" if n else "same supernet weights"
-        ctx.print(verify_table(verify, f"the found genotype against fixed ones ({how}, held-out batches the "
-                                       "selection did not read)"))
+        n, seeds = s.darts.verify_epochs, s.darts.verify_seeds
+        how = (f"each trained {n} epoch{'s' if n != 1 else ''} from scratch" if n else
+               f"each fine-tuned {s.darts.verify_steps} steps from the supernet before selection") + f", {seeds} seeds"
+        ctx.print(verify_table(verify, f"the found genotype against fixed ones ({how}; held-out batches that neither "
+                                       "the selection nor a fine-tune read)"))
         ctx.print(f"supernet val top-1 {result.train.val['top1']:.1%}; genotype: {folder.file(RunFolder.GENOTYPE)}"
                   + (f"; heat-map: {heatmap}" if heatmap else " (heat-map needs the plot extra)"), highlight=False)
         to_train = folder.file(RunFolder.GENOTYPE)
-        best = min(verify, key=lambda name: verify[name]["loss"])
-        if best != "found":
-            to_train = _write_reference(folder, result.genotype, best)
-            ctx.print(f"the found genotype does not beat {best} on held-out data here: {to_train} holds {best}; "
-                      f"train it (or both) before trusting the search", highlight=False)
+        choice, why = recommend(verify)
+        if choice != FOUND:
+            to_train = _write_reference(folder, result.genotype, choice)
+            ctx.print(f"{why}: {to_train} holds {choice}; train it (or both) before trusting the search",
+                      highlight=False)
+        else:
+            ctx.print(why, highlight=False)
         scores = [{name: score.loss for name, score in sel.scores.items()} for sel in selections]
         return SearchOutcome(result.genotype, folder, scores, to_train)
 

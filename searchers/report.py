@@ -3,6 +3,7 @@ the trials of a study as a table, its Pareto front as a plot."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from optuna.trial import TrialState
@@ -93,17 +94,21 @@ def selection_table(selections, title: str) -> Table:
     return table
 
 
-def verify_table(verify: dict[str, dict[str, float]], title: str) -> Table:
-    """The found genotype against fixed ones, scored with the same supernet weights on held-out
-    batches the selection did not read."""
-    table = Table(title=title)
+def verify_table(verify: dict[str, dict[str, Any]], title: str) -> Table:
+    """The closing check (see :mod:`.verify`): each genotype's held-out loss and accuracy, and
+    its loss minus the found genotype's, paired per batch and seed, with the verdict."""
+    table = Table(title=title, caption="mean±se over held-out batches and seeds; verdict at 2 se of the paired "
+                                       "difference")
     table.add_column("genotype")
-    table.add_column("held-out loss", justify="right")
+    table.add_column("loss", justify="right")
     table.add_column("top-1", justify="right")
-    best = min(verify, key=lambda n: verify[n]["loss"])
+    table.add_column("loss - found", justify="right")
+    table.add_column("verdict")
     for name, s in verify.items():
-        mark = " (best)" if name == best else ""
-        table.add_row(name + mark, f"{s['loss']:.4f} ± {s['loss_se']:.4f}", f"{s['top1']:.1%} ± {s['top1_se']:.1%}")
+        diff = f"{s['diff']:+.4f}±{s['diff_se']:.4f}" if "diff" in s else ""
+        style = {"better than found": "bold yellow", "worse than found": "green"}.get(s.get("verdict", ""), "")
+        verdict = f"[{style}]{s['verdict']}[/]" if style else s.get("verdict", "")
+        table.add_row(name, f"{s['loss']:.4f}±{s['loss_se']:.4f}", f"{s['top1']:.1%}", diff, verdict)
     return table
 
 

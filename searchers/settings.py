@@ -62,6 +62,8 @@ class DartsSettings:
     alphas: str = "learned"
     finetune_steps: int = 10
     verify_epochs: int = 0
+    verify_steps: int = 20
+    verify_seeds: int = 2
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ class SearchSettings:
         d = self.darts
         config = DartsConfig(mode=d.mode, order=d.order, arch_lr=self.arch_lr, beta_decay=d.beta_decay,
                              warmup_epochs=d.warmup_epochs, gumbel_k=d.gumbel_k, k=self.k, select=d.select,
-                             alphas=d.alphas, finetune_steps=d.finetune_steps, verify_epochs=d.verify_epochs)
+                             alphas=d.alphas, finetune_steps=d.finetune_steps, verify_epochs=d.verify_epochs,
+                             verify_steps=d.verify_steps, verify_seeds=d.verify_seeds)
         config = dataclasses.replace(config, **changes)
         config.validate(self.epochs)
         return config
@@ -272,7 +275,7 @@ PART = {**{f.name: "" for f in dataclasses.fields(SearchSettings) if f.name not 
 # the stored order of the flat names (config.yaml is read by people too)
 FLAT_ORDER = ("space", "model", "data", "searcher", "epochs", "batch_size", "lr", "weight_decay", "seed", "img_size",
               "mode", "order", "arch_lr", "beta_decay", "warmup_epochs", "gumbel_k", "k", "set", "select", "alphas",
-              "finetune_steps", "verify_epochs", "seeds", "trials", "evaluator", "supernet", "objectives", "storage",
+              "finetune_steps", "verify_epochs", "verify_steps", "verify_seeds", "seeds", "trials", "evaluator", "supernet", "objectives", "storage",
               "study", "workers", "pruner", "train_epochs", "proxy", "heartbeat")
 # an example value of each setting's kind, for checking a stored config
 KINDS: dict[str, Any] = {**{f.name: f.default for f in dataclasses.fields(DartsSettings)},

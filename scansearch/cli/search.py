@@ -59,7 +59,13 @@ def register(sub) -> None:
                    help="weight steps between layers in perturb selection (default 10)")
     p.add_argument("--verify-epochs", type=int,
                    help="closing check of the found genotype against cross and LocalMamba's baseline: 0 (default) "
-                        "scores each with the supernet's weights; N trains each from scratch for N epochs")
+                        "fine-tunes each from the supernet's weights before selection (--verify-steps); N trains "
+                        "each from scratch for N epochs")
+    p.add_argument("--verify-steps", type=int,
+                   help="closing check: fine-tune steps of each genotype from the supernet before selection "
+                        "(default 20)")
+    p.add_argument("--verify-seeds", type=int,
+                   help="closing check: fine-tune (or training) seeds per genotype, at least 2 (default 2)")
     p.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
                    help="run the search once per seed (into RUN/seed-S), report per layer how many agree and "
                         "write one genotype by majority")

@@ -37,6 +37,7 @@ def _hold_lock(folder):
     return proc
 
 
+@pytest.mark.slow  # a search or two: the full suite runs it
 def test_python_and_the_command_line_run_the_same_search(tmp_path):
     settings = SearchSettings(data=DATA, epochs=1, batch_size=32, k=2, set=OVERRIDES)
     outcome = run_search(settings, tmp_path / "py", ctx=RunContext(device="cpu", quiet=True))
@@ -52,6 +53,7 @@ def test_python_and_the_command_line_run_the_same_search(tmp_path):
     assert not (tmp_path / "py" / RunFolder.LOCK).exists()  # released at the end
 
 
+@pytest.mark.slow  # a search or two: the full suite runs it
 def test_resume_from_python_reads_the_stored_settings(tmp_path):
     run = tmp_path / "run"
     settings = SearchSettings(data=DATA, epochs=1, batch_size=32, set=OVERRIDES)
@@ -80,6 +82,7 @@ def test_a_lock_refuses_a_second_owner_and_a_killed_owner_leaves_none(tmp_path):
         assert lock.stale is None
 
 
+@pytest.mark.slow  # a search or two: the full suite runs it
 def test_a_second_process_cannot_resume_a_run_that_one_drives(tmp_path):
     run = tmp_path / "run"
     result = run_cli("search", "--data", DATA, "--epochs", "1", "--batch-size", "32", "--quiet", "--out", run, *TINY)
