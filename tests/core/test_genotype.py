@@ -138,9 +138,7 @@ def test_inline_space_is_validated_like_a_space_file():
 
 
 def test_a_shipped_space_with_another_k_travels_inline():
-    from scansearch.searchers.darts import kept_space
-
-    space = kept_space(load_space("local8"), 2)
+    space = load_space("local8").keep(2)
     assert load_space("local8").ref == "local8" and space.ref != "local8"
     g = Genotype(layers=(("h", "w2"),), space=space.ref)
     assert g.to_dict()["space"]["k"] == 2 and Genotype.from_dict(g.to_dict()).load_space().k == 2

@@ -186,7 +186,7 @@ def test_the_build_check_is_a_constant_to_torch_compile_without_importing_dynamo
     ours = dispatch.constant_to_compiler(lambda: None)
     torch.compiler.assume_constant_result(probe)
     assert vars(ours) == vars(probe) == {"_dynamo_marked_constant": True}
-    res = subprocess.run([sys.executable, "-c", "import sys, scansearch.cli.common as c; c.user_errors(); "
+    res = subprocess.run([sys.executable, "-c", "import sys, scansearch.cli as c; c.build_parser(); "
                           "print('torch._dynamo' in sys.modules)"], capture_output=True, text=True, timeout=300)
     assert res.stdout.strip() == "False", res.stderr
 
