@@ -41,9 +41,9 @@ def searcher_for(settings: SearchSettings, ctx: RunContext) -> Searcher:
 def run_search(settings: SearchSettings | None = None, out: str | Path | None = None, *, resume: bool = False,
                ctx: RunContext | None = None, log_to=None) -> SearchOutcome:
     """Run a search into the run folder ``out`` (default ``runs/search-<time>``) and return
-    what it found. ``resume=True`` continues the run in ``out``: with ``settings`` None, with
-    the settings it stored (:func:`~.settings.resumed_settings` reads them, with the few
-    changes a resumed run allows).
+    what it found. ``resume=True`` continues the run in ``out``; leave ``settings`` None to
+    run with the settings it stored, or pass what :func:`~.settings.resumed_settings` read
+    (it allows the few changes a resumed run may make).
     ``ctx`` says on which device, with which console and whether quietly; ``log_to(path)``,
     if given, is told each run folder's log as the search enters it (where the command line
     keeps an internal error's traceback). Raises an ``InputError`` for anything the user gave
