@@ -87,6 +87,7 @@ def with_supernet_settings(settings: SearchSettings, every: bool = False) -> Sea
 
 
 class OptunaSearcher(Searcher):
+    all_ranks = False  # under torchrun rank 0 runs the study; the others follow its trials
     def check(self, resume: bool) -> None:
         """The storage, the study's name in it and a reused supernet (not on --resume, which
         runs with what it stored)."""

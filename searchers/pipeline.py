@@ -101,7 +101,8 @@ def _run(searcher: Searcher, run_dir: Path | None, resume: bool, log_to) -> Sear
                 made.write_config(searcher.record(prepared))
                 return made
 
-            folder = distributed.on_main(create)  # rank 0 creates it; its folder (or its error) reaches every rank
+            # rank 0 creates it; where every rank runs the search, its folder (or its error) reaches them all
+            folder = distributed.on_main(create) if searcher.all_ranks else create()
         if distributed.is_main():
             if log_to is not None:
                 log_to(folder.file(RunFolder.LOG))

@@ -100,6 +100,10 @@ def prepare(settings: SearchSettings, device: str, **darts_changes: Any) -> Prep
 class Searcher(ABC):
     """One kind of search; see the module docstring for the steps the pipeline calls."""
 
+    # under torchrun: True when every rank runs the search (rank 0 writes); False when rank 0
+    # alone runs it and the other ranks only train the trials it sends (the Optuna searchers)
+    all_ranks = True
+
     def __init__(self, settings: SearchSettings, ctx: RunContext):
         self.settings, self.ctx = settings, ctx
 
