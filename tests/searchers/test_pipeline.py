@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 from helpers import assert_one_line_error, run_cli
@@ -42,7 +43,8 @@ def test_python_and_the_command_line_run_the_same_search(tmp_path):
     settings = SearchSettings(data=DATA, epochs=1, batch_size=32, k=2, set=OVERRIDES)
     outcome = run_search(settings, tmp_path / "py", ctx=RunContext(device="cpu", quiet=True))
     result = run_cli("search", "--data", DATA, "--epochs", "1", "--batch-size", "32", "--k", "2", "--device", "cpu",
-                     "--quiet", "--out", tmp_path / "cli", *TINY)
+                     "--quiet", "--out", tmp_path / "cli", *TINY,
+                     env={"OMP_NUM_THREADS": str(torch.get_num_threads())})  # the same threads: the same sums
     assert result.returncode == 0, result.stderr
     cli = RunFolder(tmp_path / "cli")
     assert outcome.genotype.layers == cli.read_genotype().layers
