@@ -29,7 +29,7 @@ from scansearch.searchers.optuna_export import export
 from scansearch.searchers.run import RunError, RunFolder
 from scansearch.searchers.searcher import Prepared, RunContext, Searcher, SearchOutcome, prepare
 from scansearch.searchers.settings import OPTUNA_SEARCHERS, RUN_FORMAT, SearchSettings, option
-from scansearch.searchers.study import (FINISHED, Objective, StudyError, create_study, fill_queue, make_pruner,
+from scansearch.searchers.study import (FINISHED, Objective, create_study, fill_queue, make_pruner,
                                         make_sampler, open_storage, run_study, shown_url, stale_to_failed)
 from scansearch.searchers.zero_cost import ZeroCost
 from scansearch.train import resolve_device
@@ -145,12 +145,9 @@ class OptunaSearcher(Searcher):
         return encoding, evaluator, costs, template
 
     def _storage(self, run_path: Path):
-        """The study's storage (a user error when the database cannot be opened)."""
+        """The study's storage (a StudyError, an input error, when the database cannot be opened)."""
         o = self.settings.optuna
-        try:
-            return open_storage(o.storage, run_path, o.heartbeat)
-        except StudyError as err:
-            raise InputError(str(err)) from None
+        return open_storage(o.storage, run_path, o.heartbeat)
 
     def _sampler_seed(self, worker: int, existing: int) -> int | None:
         """A sampler seed of its own for each worker and each resumption (a seeded sampler that

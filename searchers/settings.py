@@ -307,9 +307,6 @@ def resumed_settings(run_dir: Path, given: Mapping[str, Any]) -> SearchSettings:
     where = str(run_dir / RunFolder.CONFIG)
     if config.get("scansearch_run") != RUN_FORMAT or not isinstance(stored, dict):
         raise InputError(f"{where}: not a scansearch search run")
-    for key, value in stored.items():
-        if key in KINDS and value is not None and not _same_kind(value, KINDS[key]):
-            raise InputError(f"{where}: setting {key!r} has a bad value {value!r}")
     changed = [k for k, v in given.items() if stored.get(k) != v and k not in RESUMABLE]
     if changed:
         k = changed[0]
